@@ -1,0 +1,141 @@
+"""Generalized causal attention (paper section 2.4 and Figure 4): who may attend to whom.
+
+A packed sequence holds several samples; each sample is a list of splits `(length, mode)`:
+- `causal`: text. A token sees everything earlier in its sample and itself.
+- `full`: a clean image (ViT tokens or clean VAE latents). Its tokens also see each other.
+- `noise`: a noised VAE image being generated. Like `full` for its own tokens, but no token outside
+  the split may see it: later tokens must condition on the clean image, never on the noise.
+Samples never see each other (document masking).
+
+One rule (`allowed`) decides every (query, key) pair. It is evaluated densely into a boolean mask (the
+readable reference, and the CPU path with SDPA) and handed to FlexAttention as a `mask_mod`, from
+which a sparse block mask is built (the fast GPU path).
+"""
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+
+MODES = ("causal", "full", "noise")
+Split = tuple[int, str]  # (number of tokens, mode)
+
+
+def check_layout(samples: list[list[Split]], length: int | None = None) -> None:
+    """Raise a ValueError naming the bad split, or the mismatch with the sequence `length`."""
+    total = 0
+    for i, splits in enumerate(samples):
+        if not splits:
+            raise ValueError(f"sample {i} has no splits")
+        for j, split in enumerate(splits):
+            if not (isinstance(split, (tuple, list)) and len(split) == 2):
+                raise ValueError(f"sample {i}, split {j}: expected (length, mode), got {split!r}")
+            size, mode = split
+            if mode not in MODES:
+                raise ValueError(f"sample {i}, split {j}: unknown mode {mode!r}; modes are {', '.join(MODES)}")
+            if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+                raise ValueError(f"sample {i}, split {j}: length must be a positive integer, got {size!r}")
+            total += size
+    if length is not None and total != length:
+        raise ValueError(f"split lengths add up to {total} tokens but the sequence has {length}")
+
+
+def token_table(samples: list[list[Split]], device=None) -> dict[str, Tensor]:
+    """Per-token facts the rule needs, each (L,): sample and split index, bidirectional, noise."""
+    check_layout(samples)
+    document, split, bidirectional, noise = [], [], [], []
+    split_index = 0
+    for sample_index, splits in enumerate(samples):
+        for size, mode in splits:
+            document += [sample_index] * size
+            split += [split_index] * size
+            bidirectional += [mode != "causal"] * size
+            noise += [mode == "noise"] * size
+            split_index += 1
+    columns = {"document": document, "split": split, "bidirectional": bidirectional, "noise": noise}
+    return {name: torch.tensor(values, device=device) for name, values in columns.items()}
+
+
+def allowed(table: dict[str, Tensor], q: Tensor, kv: Tensor) -> Tensor:
+    """May query token q attend to key token kv? Works elementwise on broadcast index tensors."""
+    same_sample = table["document"][q] == table["document"][kv]
+    same_split = table["split"][q] == table["split"][kv]
+    sees = (kv <= q) | (same_split & table["bidirectional"][q])  # the past, and its own image
+    hidden = table["noise"][kv] & ~same_split  # a noised image is invisible from outside
+    return same_sample & sees & ~hidden
+
+
+def dense_mask(samples: list[list[Split]], length: int | None = None, device=None) -> Tensor:
+    """The rule as an (L, L) boolean matrix: True where query row may attend key column."""
+    check_layout(samples, length)
+    table = token_table(samples, device)
+    index = torch.arange(len(table["split"]), device=device)
+    return allowed(table, index[:, None], index[None, :])
+
+
+def flex_block_mask(samples: list[list[Split]], length: int | None = None, device=None) -> BlockMask:
+    """The same rule for FlexAttention, which skips the blocks of the mask that are all False."""
+    check_layout(samples, length)
+    table = token_table(samples, device)
+    size = len(table["split"])
+
+    def mask_mod(batch, head, q, kv):
+        return allowed(table, q, kv)
+
+    return create_block_mask(mask_mod, B=None, H=None, Q_LEN=size, KV_LEN=size, device=device)
+
+
+def context_mask(num_new: int, num_cached: int, causal: bool, device=None) -> Tensor | None:
+    """Mask (new, cached + new) for a block of new tokens read against a KV cache.
+
+    The block sees the whole cache; inside itself it is causal (text) or full (an image). None means
+    every pair is allowed.
+    """
+    if not causal or num_new == 1:
+        return None
+    own = torch.ones(num_new, num_new, dtype=torch.bool, device=device).tril()
+    return torch.cat([torch.ones(num_new, num_cached, dtype=torch.bool, device=device), own], dim=1)
+
+
+@functools.cache
+def compiled_flex_attention():
+    """FlexAttention compiled once per process: eager FlexAttention is a slow reference only."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | BlockMask | None) -> Tensor:
+    """softmax(q k^T / sqrt(D)) v under `mask`; q (L, H, D), k and v (S, H_kv, D) -> (L, H * D).
+
+    A boolean mask goes to SDPA, a BlockMask to (compiled) FlexAttention. Query head h reads key/value
+    head h // (H / H_kv).
+    """
+    q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, tokens, D)
+    if isinstance(mask, BlockMask):
+        out = compiled_flex_attention()(q, k, v, block_mask=mask, enable_gqa=True)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return out[0].transpose(0, 1).flatten(1)
+
+
+def draw_mask(mask: Tensor, samples: list[list[Split]] | None = None, ax=None, title: str | None = None):
+    """Draw a boolean mask (white = may attend), with the splits labelled when given; returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(mask.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
+    if samples is not None:
+        start = 0
+        for splits in samples:
+            for size, mode in splits:
+                ax.axhline(start - 0.5, color="tab:red", linewidth=0.5)
+                ax.axvline(start - 0.5, color="tab:red", linewidth=0.5)
+                ax.text(start + size / 2 - 0.5, -1, mode[0], ha="center", va="bottom", fontsize=7)
+                start += size
+    if title:
+        ax.set_title(title)
+    return ax

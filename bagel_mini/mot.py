@@ -1,0 +1,194 @@
+"""Mixture of Transformer experts (paper section 2.4, Figure 2): the decoder layer, the decoder stack
+and its KV cache.
+
+Every token belongs to one expert by its modality (hard routing): text and ViT tokens to the
+*understanding* expert, VAE tokens to the *generation* expert. An expert owns the parts of a layer
+listed below; the attention softmax runs once over the tokens of both experts, so each expert reads
+the other's keys and values. The three variants of the paper's ablation differ only in which parts
+the generation expert owns; the FLOPs per token are the same:
+
+    dense  nothing: every token uses the same weights
+    moe    the MLP
+    mot    everything: both norms, q/k/v/o projections, q/k norms, MLP (and a final norm)
+
+One code path serves training (a packed sequence under a generalized causal mask) and inference
+(new tokens read a KV cache; text, ViT and clean VAE tokens extend it, noised VAE queries do not).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask
+
+from bagel_mini.attention import attend, context_mask
+from bagel_mini.config import LLMConfig
+from bagel_mini.qwen2 import Attention, RMSNorm, SwiGLU, rotary_cos_sin
+
+PARTS = ("input_norm", "attn", "post_attention_norm", "mlp")
+GENERATION_PARTS = {"dense": (), "moe": ("mlp",), "mot": PARTS}
+
+
+@dataclass
+class Route:
+    """Which rows of a sequence go to which expert."""
+
+    und: Tensor  # (n_und,) row indexes of understanding tokens (text, ViT)
+    gen: Tensor  # (n_gen,) row indexes of generation tokens (VAE)
+
+    @classmethod
+    def from_mask(cls, is_gen: Tensor) -> "Route":
+        return cls(und=(~is_gen).nonzero().squeeze(1), gen=is_gen.nonzero().squeeze(1))
+
+    def merge(self, und_rows: Tensor, gen_rows: Tensor) -> Tensor:
+        """Put each expert's output rows back in sequence order."""
+        out = und_rows.new_empty((len(self.und) + len(self.gen), *und_rows.shape[1:]))
+        out[self.und] = und_rows
+        out[self.gen] = gen_rows
+        return out
+
+
+def run_experts(und: nn.Module, gen: nn.Module, route: Route, call, *inputs: Tensor):
+    """call(module, *rows) with each expert's module on its own rows of `inputs`, merged back.
+
+    `call` may return a tensor or a tuple of tensors. When one module serves all rows (a shared part,
+    or a sequence of one modality) it runs once, with no gather or scatter.
+    """
+    if und is gen or len(route.gen) == 0:
+        return call(und, *inputs)
+    if len(route.und) == 0:
+        return call(gen, *inputs)
+    und_out = call(und, *(x[route.und] for x in inputs))
+    gen_out = call(gen, *(x[route.gen] for x in inputs))
+    if isinstance(und_out, tuple):
+        return tuple(route.merge(a, b) for a, b in zip(und_out, gen_out))
+    return route.merge(und_out, gen_out)
+
+
+def _forward(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x)
+
+
+def make_part(name: str, config: LLMConfig) -> nn.Module:
+    if name in ("input_norm", "post_attention_norm"):
+        return RMSNorm(config.hidden_size, config.rms_norm_eps)
+    return Attention(config) if name == "attn" else SwiGLU(config)
+
+
+class DecoderLayer(nn.Module):
+    """A pre-norm Qwen2 layer whose parts are routed per token to the understanding or generation expert."""
+
+    def __init__(self, config: LLMConfig):
+        super().__init__()
+        self.und = nn.ModuleDict({name: make_part(name, config) for name in PARTS})
+        self.gen = nn.ModuleDict({name: make_part(name, config) for name in GENERATION_PARTS[config.architecture]})
+
+    def experts(self, part: str) -> tuple[nn.Module, nn.Module]:
+        """The understanding and generation module of a part (the same module when shared)."""
+        return self.und[part], self.gen[part] if part in self.gen else self.und[part]
+
+    def forward(
+        self,
+        x: Tensor,  # (L, hidden)
+        cos: Tensor,  # (L, head_dim)
+        sin: Tensor,
+        route: Route,
+        mask: Tensor | BlockMask | None,  # (L, S + L): the L new tokens against S cached + L new
+        past: tuple[Tensor, Tensor] | None = None,  # cached keys and values, each (S, kv_heads, head_dim)
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Returns the new hidden states and the keys and values of the L new tokens."""
+        h = run_experts(*self.experts("input_norm"), route, _forward, x)
+        q, k, v = run_experts(*self.experts("attn"), route, lambda attn, *rows: attn.qkv(*rows), h, cos, sin)
+        keys, values = (k, v) if past is None else (torch.cat([past[0], k]), torch.cat([past[1], v]))
+        o = attend(q, keys, values, mask)  # one softmax over the tokens of both experts
+        x = x + run_experts(*self.experts("attn"), route, lambda attn, rows: attn.o_proj(rows), o)
+        h = run_experts(*self.experts("post_attention_norm"), route, _forward, x)
+        x = x + run_experts(*self.experts("mlp"), route, _forward, h)
+        return x, (k, v)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of a context, one (S, kv_heads, head_dim) tensor per layer.
+
+    Keys are stored after QK-norm and RoPE, so a cached token is never recomputed. Extending a cache
+    returns a new one and leaves the old intact: CFG keeps contexts that differ only in their tail.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[0]
+
+
+class LanguageModel(nn.Module):
+    """The Qwen2 decoder with routed layers: token embedding, layers, final norm per expert, lm_head."""
+
+    def __init__(self, config: LLMConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        # MoE and MoT also give the generation expert its own final norm.
+        self.norm_gen = RMSNorm(config.hidden_size, config.rms_norm_eps) if config.architecture != "dense" else None
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def forward(self, x: Tensor, positions: Tensor, is_gen: Tensor, mask: Tensor | BlockMask) -> Tensor:
+        """The training pass over one packed sequence.
+
+        x: (L, hidden) input embeddings; positions: (L,) RoPE position ids; is_gen: (L,) bool, True
+        for VAE tokens; mask: (L, L) boolean or FlexAttention block mask (attention.py).
+        Returns the final hidden states (L, hidden), normed by each token's expert.
+        """
+        hidden, _ = self._run(x, positions, is_gen, mask, cache=None)
+        return hidden
+
+    def empty_cache(self) -> KVCache:
+        """A cache with no tokens, on the device and in the dtype of the weights."""
+        weight = self.embed_tokens.weight
+        empty = weight.new_zeros(0, self.config.num_key_value_heads, self.config.head_dim)
+        return KVCache(keys=[empty] * len(self.layers), values=[empty] * len(self.layers))
+
+    def extend(
+        self, x: Tensor, positions: Tensor, is_gen: Tensor, cache: KVCache, causal: bool
+    ) -> tuple[Tensor, KVCache]:
+        """Run a block of new context tokens (text: causal; ViT or clean VAE image: full) that join the cache.
+
+        The block sees the whole cache. Returns its hidden states and the extended cache.
+        """
+        mask = context_mask(len(x), cache.length, causal, device=x.device)
+        hidden, new = self._run(x, positions, is_gen, mask, cache)
+        keys = [torch.cat([old, k]) for old, (k, _) in zip(cache.keys, new)]
+        values = [torch.cat([old, v]) for old, (_, v) in zip(cache.values, new)]
+        return hidden, KVCache(keys, values)
+
+    def query(self, x: Tensor, positions: Tensor, is_gen: Tensor, cache: KVCache, causal: bool = False) -> Tensor:
+        """Run a block that reads the cache without joining it (a noised image being generated)."""
+        hidden, _ = self._run(x, positions, is_gen, context_mask(len(x), cache.length, causal, x.device), cache)
+        return hidden
+
+    def _run(self, x, positions, is_gen, mask, cache: KVCache | None):
+        length = x.shape[0]
+        if positions.shape != (length,) or is_gen.shape != (length,):
+            raise ValueError(
+                f"sequence has {length} tokens but positions are {tuple(positions.shape)} "
+                f"and is_gen is {tuple(is_gen.shape)}"
+            )
+        past_length = 0 if cache is None else cache.length
+        if isinstance(mask, Tensor) and mask.shape != (length, past_length + length):
+            raise ValueError(
+                f"attention mask is {tuple(mask.shape)} but the sequence has {length} new tokens "
+                f"and {past_length} cached ones"
+            )
+        route = Route.from_mask(is_gen)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        new = []
+        for i, layer in enumerate(self.layers):
+            past = None if cache is None else (cache.keys[i], cache.values[i])
+            x, key_value = layer(x, cos, sin, route, mask, past)
+            new.append(key_value)
+        norm_gen = self.norm if self.norm_gen is None else self.norm_gen
+        return run_experts(self.norm, norm_gen, route, _forward, x), new

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+from helpers import TINY
+from safetensors.torch import load_file
+
+from bagel_mini.attention import allowed, attend, context_mask, dense_mask, flex_block_mask, token_table
+
+
+def official_case():
+    case = json.loads((TINY / "cases.json").read_text())["cases"]["attention_mask"]
+    settings = case["settings"]
+    splits = list(zip(settings["split_lens"], settings["attn_modes"]))
+    tensors = load_file(TINY / "cases.safetensors")
+    return (
+        splits,
+        tensors["attention_mask.out.allowed"].bool(),
+        tensors["attention_mask.out.flex_mask_mod_allowed"].bool(),
+    )
+
+
+def test_dense_mask_equals_official_mask():
+    splits, expected, _ = official_case()
+    assert torch.equal(dense_mask([splits]), expected)
+
+
+def test_flex_mask_mod_rule_equals_official_flex_mask():
+    splits, _, expected_flex = official_case()
+    block_mask = flex_block_mask([splits])
+    length = expected_flex.shape[0]
+    q, kv = torch.meshgrid(torch.arange(length), torch.arange(length), indexing="ij")
+    evaluated = block_mask.mask_mod(torch.tensor(0), torch.tensor(0), q, kv)
+    assert torch.equal(evaluated, expected_flex)
+
+
+def test_packed_samples_never_see_each_other():
+    first, second = [(3, "causal"), (4, "full")], [(2, "noise"), (3, "causal")]
+    mask = dense_mask([first, second])
+    assert not mask[:7, 7:].any() and not mask[7:, :7].any()
+    assert torch.equal(mask[:7, :7], dense_mask([first]))
+    assert torch.equal(mask[7:, 7:], dense_mask([second]))
+
+
+def test_flex_attention_matches_dense_attention():
+    samples = [
+        [(5, "causal"), (9, "full"), (3, "causal"), (8, "noise"), (2, "causal")],
+        [(4, "causal"), (7, "noise"), (7, "full"), (1, "causal")],
+        [(6, "full"), (5, "causal")],
+    ]
+    length = sum(size for splits in samples for size, _ in splits)
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(length, 4, 16, generator=generator)
+    k, v = torch.randn(2, length, 2, 16, generator=generator)
+    dense = attend(q, k, v, dense_mask(samples, length))
+    flex = attend(q, k, v, flex_block_mask(samples, length))
+    torch.testing.assert_close(flex, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_context_mask_is_causal_only_inside_the_new_block():
+    mask = context_mask(3, 2, causal=True)
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(mask, expected)
+    assert context_mask(3, 2, causal=False) is None  # an image block sees everything
+
+
+def test_rule_matches_written_definition():
+    """Every pair of a layout with every mode, against the definition in words."""
+    splits = [(2, "causal"), (3, "noise"), (2, "full"), (2, "noise"), (2, "causal")]
+    table = token_table([splits])
+    split_of = table["split"].tolist()
+    modes = [mode for size, mode in splits for _ in range(size)]
+    for q in range(len(split_of)):
+        for kv in range(len(split_of)):
+            same = split_of[q] == split_of[kv]
+            expected = (kv <= q or (same and modes[q] != "causal")) and (same or modes[kv] != "noise")
+            assert bool(allowed(table, torch.tensor(q), torch.tensor(kv))) == expected, (q, kv)
+
+
+@pytest.mark.parametrize(
+    ("samples", "length", "message"),
+    [
+        ([[(3, "causal"), (4, "diagonal")]], None, "unknown mode 'diagonal'"),
+        ([[(3, "causal"), (0, "full")]], None, "positive integer"),
+        ([[(3, "causal"), (4, "full")]], 9, "add up to 7 tokens but the sequence has 9"),
+        ([[]], None, "sample 0 has no splits"),
+    ],
+)
+def test_bad_layouts_raise_errors_that_name_the_problem(samples, length, message):
+    with pytest.raises(ValueError, match=message):
+        dense_mask(samples, length)

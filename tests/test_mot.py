@@ -1,0 +1,117 @@
+import pytest
+import torch
+from helpers import randomize_, tiny_llm_config
+
+from bagel_mini.attention import dense_mask
+from bagel_mini.mot import LanguageModel
+
+# One interleaved sample: text (5), an image block (start marker, 4 VAE tokens, end marker), text (3).
+SPLITS = [(5, "causal"), (6, "full"), (3, "causal")]
+POSITIONS = torch.tensor([0, 1, 2, 3, 4] + [5] * 6 + [6, 7, 8])  # an image shares one position
+IS_GEN = torch.tensor([False] * 6 + [True] * 4 + [False] * 4)  # markers use the understanding expert
+
+
+def model(arch: str, seed: int = 0) -> LanguageModel:
+    return randomize_(LanguageModel(tiny_llm_config(arch)), seed).eval()
+
+
+def inputs(length: int = 14, seed: int = 1) -> torch.Tensor:
+    return torch.randn(length, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def with_generation_expert_copied(dense: LanguageModel, arch: str) -> LanguageModel:
+    """A MoE / MoT model whose generation expert is an exact copy of the dense model's weights."""
+    routed = LanguageModel(tiny_llm_config(arch))
+    state = dense.state_dict()
+    state["norm_gen.weight"] = state["norm.weight"]
+    for name in routed.state_dict():
+        if ".gen." in name:
+            state[name] = state[name.replace(".gen.", ".und.")]
+    routed.load_state_dict(state, strict=True)
+    return routed.eval()
+
+
+@pytest.mark.parametrize("arch", ["moe", "mot"])
+def test_generation_expert_copied_from_understanding_equals_dense(arch):
+    dense = model("dense")
+    routed = with_generation_expert_copied(dense, arch)
+    x, mask = inputs(), dense_mask([SPLITS])
+    torch.testing.assert_close(routed(x, POSITIONS, IS_GEN, mask), dense(x, POSITIONS, IS_GEN, mask), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["moe", "mot"])
+def test_generation_expert_changes_vae_tokens_only(arch):
+    first = model(arch, seed=0)
+    second = model(arch, seed=0)
+    with torch.no_grad():
+        for name, parameter in second.named_parameters():
+            if ".gen." in name or name == "norm_gen.weight":
+                parameter.add_(0.1 * torch.randn_like(parameter))
+    # The VAE tokens of an image change with the generation expert ...
+    x, mask = inputs(), dense_mask([SPLITS])
+    assert not torch.allclose(first(x, POSITIONS, IS_GEN, mask)[IS_GEN], second(x, POSITIONS, IS_GEN, mask)[IS_GEN])
+    # ... and a text-only sample is untouched, to the last bit.
+    text, text_mask = inputs(8), dense_mask([[(8, "causal")]])
+    positions, no_gen = torch.arange(8), torch.zeros(8, dtype=torch.bool)
+    assert torch.equal(first(text, positions, no_gen, text_mask), second(text, positions, no_gen, text_mask))
+
+
+def test_the_three_variants_differ_only_in_what_the_generation_expert_owns():
+    counts = {arch: sum(p.numel() for p in model(arch).parameters()) for arch in ("dense", "moe", "mot")}
+    layer = model("mot").layers[0]
+    mlp = sum(p.numel() for p in layer.und["mlp"].parameters())
+    whole_layer = sum(p.numel() for p in layer.und.parameters())
+    norm = 32
+    assert counts["moe"] - counts["dense"] == 2 * mlp + norm  # 2 layers of MLP, plus the final norm
+    assert counts["mot"] - counts["dense"] == 2 * whole_layer + norm
+
+
+@pytest.mark.parametrize("arch", ["dense", "moe", "mot"])
+def test_cached_inference_equals_one_packed_pass(arch):
+    llm, x = model(arch), inputs()
+    packed = llm(x, POSITIONS, IS_GEN, dense_mask([SPLITS]))
+    cache = llm.empty_cache()
+    outputs, start = [], 0
+    for size, mode in SPLITS:
+        rows = slice(start, start + size)
+        hidden, cache = llm.extend(x[rows], POSITIONS[rows], IS_GEN[rows], cache, causal=mode == "causal")
+        outputs.append(hidden)
+        start += size
+    assert cache.length == 14
+    torch.testing.assert_close(torch.cat(outputs), packed, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["dense", "mot"])
+def test_noised_image_reads_the_cache_without_joining_it(arch):
+    splits = [(5, "causal"), (6, "noise"), (3, "causal")]
+    llm, x = model(arch), inputs()
+    packed = llm(x, POSITIONS, IS_GEN, dense_mask([splits]))
+    _, cache = llm.extend(x[:5], POSITIONS[:5], IS_GEN[:5], llm.empty_cache(), causal=True)
+    image = llm.query(x[5:11], POSITIONS[5:11], IS_GEN[5:11], cache)
+    after, cache_after = llm.extend(x[11:], POSITIONS[11:], IS_GEN[11:], cache, causal=True)
+    assert cache.length == 5 and cache_after.length == 8
+    torch.testing.assert_close(image, packed[5:11], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after, packed[11:], rtol=1e-5, atol=1e-5)  # later text never saw the noise
+
+
+def test_packed_samples_equal_separate_runs():
+    llm = model("mot")
+    first, second = inputs(14, seed=2), inputs(6, seed=3)
+    second_splits = [(2, "causal"), (4, "full")]
+    second_positions, second_gen = torch.tensor([0, 1, 2, 2, 2, 2]), torch.tensor([False] * 3 + [True] * 2 + [False])
+    packed = llm(
+        torch.cat([first, second]),
+        torch.cat([POSITIONS, second_positions]),
+        torch.cat([IS_GEN, second_gen]),
+        dense_mask([SPLITS, second_splits]),
+    )
+    torch.testing.assert_close(packed[:14], llm(first, POSITIONS, IS_GEN, dense_mask([SPLITS])), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        packed[14:], llm(second, second_positions, second_gen, dense_mask([second_splits])), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_mask_of_the_wrong_size_names_both_sizes():
+    llm = model("mot")
+    with pytest.raises(ValueError, match=r"attention mask is \(13, 13\) but the sequence has 14 new tokens"):
+        llm(inputs(), POSITIONS, IS_GEN, dense_mask([[(13, "causal")]]))
