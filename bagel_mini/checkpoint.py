@@ -14,11 +14,14 @@ memory, no random init).
 import argparse
 import json
 import re
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from bagel_mini.config import BagelConfig, preset
+from bagel_mini.config import BagelConfig, load_config_dir, preset
+from bagel_mini.siglip import conv_to_linear_weight
 
 _LAYER = r"llm\.layers\.(\d+)\."
 _RELEASED_LAYER = r"language_model.model.layers.\1."
@@ -90,6 +93,69 @@ def released_keys(config: BagelConfig) -> dict[str, dict[str, list[int]]]:
     ema = {released: list(state[ours].shape) for ours, released in released_names(model).items()}
     ae = {key: list(tensor.shape) for key, tensor in autoencoder.state_dict().items()}
     return {"ema.safetensors": ema, "ae.safetensors": ae}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file does not match the model; the message names the file and the keys."""
+
+
+def load_safetensors_into(model: nn.Module, path: Path, names: dict[str, str], dtype: torch.dtype, device) -> None:
+    """Fill a model built on the meta device with the tensors of `path`, cast one at a time.
+
+    `names` maps our parameter names to the file's keys. Strict: every key present, none extra, every
+    shape right; the error lists the first few offenders and the counts.
+    """
+    expected = {released: ours for ours, released in names.items()}
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            present = set(file.keys())
+            problems = _key_problems(path, set(expected), present)
+            state = {}
+            for released, ours in expected.items():
+                if released not in present:
+                    continue
+                tensor = file.get_tensor(released)
+                if tensor.dim() == 4 and ours == "vit.patch_embed.weight":
+                    tensor = conv_to_linear_weight(tensor)  # a SigLIP checkpoint with the original Conv2d kernel
+                if tuple(tensor.shape) != shapes[ours]:
+                    problems.append(f"{released}: shape {tuple(tensor.shape)} in the file, {shapes[ours]} expected")
+                    continue
+                state[ours] = tensor.to(device=device, dtype=dtype)
+    except SafetensorError as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+    if problems:
+        raise CheckpointError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:8]))
+    model.load_state_dict(state, strict=True, assign=True)
+
+
+def _key_problems(path: Path, expected: set[str], present: set[str]) -> list[str]:
+    problems = []
+    for label, keys in (("missing", expected - present), ("unexpected", present - expected)):
+        if keys:
+            shown = ", ".join(sorted(keys)[:5]) + (", ..." if len(keys) > 5 else "")
+            problems.append(f"{len(keys)} {label} key(s): {shown}")
+    return problems
+
+
+def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32, device="cpu"):
+    """Bagel and its autoencoder from a checkpoint directory in the released layout.
+
+    The modules are built on the meta device (no random init), then every tensor is read from
+    `ema.safetensors` / `ae.safetensors` and cast to `dtype` on its own, so no second full copy exists.
+    """
+    directory = Path(directory)
+    config = load_config_dir(directory)
+    model, autoencoder = build_meta(config)
+    for module, file_name, names in (
+        (model, "ema.safetensors", released_names(model)),
+        (autoencoder, "ae.safetensors", {name: name for name in autoencoder.state_dict()}),
+    ):
+        path = directory / file_name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: weights file not found")
+        load_safetensors_into(module, path, names, dtype, device)
+    return model.eval(), autoencoder.eval()
 
 
 def main(argv: list[str] | None = None) -> None:

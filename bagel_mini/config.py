@@ -237,7 +237,7 @@ def _toy() -> BagelConfig:
 
 
 def _small() -> BagelConfig:
-    """One GPU: about 190M parameters per LLM expert, for the ablation at a larger scale."""
+    """One GPU: about 180M parameters in the layers of each LLM expert, for the ablation at a larger scale."""
     return BagelConfig(
         llm=LLMConfig(
             vocab_size=32768,

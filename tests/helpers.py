@@ -8,7 +8,7 @@ from torch import nn
 from bagel_mini.config import LLMConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TINY = FIXTURES / "tiny"
+TINY = FIXTURES / "official_tiny"
 
 
 def tiny_llm_config(arch: str = "mot") -> LLMConfig:

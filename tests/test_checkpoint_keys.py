@@ -11,11 +11,11 @@ from bagel_mini.model import Bagel
 RELEASED = json.loads((FIXTURES / "bagel-7b-mot-keys.json").read_text())
 
 
-def test_keys_command_prints_exactly_the_released_ema_keys_and_shapes(capsys):
+def test_keys_command_prints_exactly_the_released_keys_and_shapes(capsys):
     main(["keys", "--preset", "bagel-7b-mot"])
     printed = json.loads(capsys.readouterr().out)
-    expected = {entry["key"]: entry["shape"] for entry in RELEASED["ema_safetensors"]}
-    assert printed["ema.safetensors"] == expected
+    for file_name, listing in (("ema.safetensors", "ema_safetensors"), ("ae.safetensors", "ae_safetensors")):
+        assert printed[file_name] == {entry["key"]: entry["shape"] for entry in RELEASED[listing]}
 
 
 def test_parameter_counts_match_the_release():

@@ -1,0 +1,72 @@
+"""The autoencoder has the released checkpoint's layout and rejects bad shapes (parity: test_reference.py)."""
+
+import json
+
+import pytest
+import torch
+from helpers import FIXTURES, TINY
+from safetensors.torch import load_file
+
+from bagel_mini.config import VAEConfig, config_from_dict
+from bagel_mini.vae import AutoEncoder
+
+RELEASED = VAEConfig(ch=128, ch_mult=[1, 2, 4, 4], num_res_blocks=2, z_channels=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_autoencoder() -> AutoEncoder:
+    params = json.loads((TINY / "bagel_config.json").read_text())["ae_params"]
+    autoencoder = AutoEncoder(config_from_dict(VAEConfig, params, "ae_params"))
+    autoencoder.load_state_dict(load_file(TINY / "ae.safetensors"), strict=True)
+    return autoencoder.eval()
+
+
+@pytest.fixture(scope="module")
+def cases() -> dict[str, torch.Tensor]:
+    return load_file(TINY / "cases.safetensors")
+
+
+@torch.no_grad()
+def test_encode_draws_its_own_noise_when_none_is_given(tiny_autoencoder, cases):
+    image = cases["vae.in.image"]
+    torch.manual_seed(0)
+    first = tiny_autoencoder.encode(image)
+    torch.manual_seed(0)
+    noise = torch.randn_like(cases["vae.in.posterior_eps"])
+    torch.testing.assert_close(first, tiny_autoencoder.encode(image, noise=noise), rtol=0, atol=0)
+    assert not torch.allclose(first, tiny_autoencoder.encode_mean(image))
+
+
+def test_released_layout_has_exact_keys_shapes_and_parameter_count():
+    released = json.loads((FIXTURES / "bagel-7b-mot-keys.json").read_text())
+    with torch.device("meta"):
+        autoencoder = AutoEncoder(RELEASED)
+    ours = {key: list(tensor.shape) for key, tensor in autoencoder.state_dict().items()}
+    theirs = {entry["key"]: entry["shape"] for entry in released["ae_safetensors"]}
+    assert ours == theirs
+    total = sum(parameter.numel() for parameter in autoencoder.parameters())
+    assert total == released["param_counts"]["vae_total (ae.safetensors)"]
+    assert sum(p.numel() for p in autoencoder.encoder.parameters()) == released["param_counts"]["vae_encoder"]
+    assert sum(p.numel() for p in autoencoder.decoder.parameters()) == released["param_counts"]["vae_decoder"]
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1, 3, 60, 48), "multiples of 8"),  # height not a multiple of 8
+        ((1, 3, 64, 50), "multiples of 8"),
+        ((3, 64, 48), r"\(batch, 3, height, width\)"),  # no batch dimension
+        ((1, 4, 64, 48), r"\(batch, 3, height, width\)"),  # RGBA
+    ],
+)
+def test_bad_pixel_shape_is_rejected_naming_the_shape(tiny_autoencoder, shape, message):
+    with pytest.raises(ValueError, match=message) as error:
+        tiny_autoencoder.encode(torch.zeros(shape))
+    assert str(tuple(shape)) in str(error.value)
+
+
+def test_bad_latent_or_noise_shape_is_rejected(tiny_autoencoder):
+    with pytest.raises(ValueError, match=r"\(1, 4, 8, 6\)"):
+        tiny_autoencoder.decode(torch.zeros(1, 4, 8, 6))
+    with pytest.raises(ValueError, match=r"noise has shape \(1, 16, 4, 4\)"):
+        tiny_autoencoder.encode(torch.zeros(1, 3, 64, 48), noise=torch.zeros(1, 16, 4, 4))
