@@ -129,13 +129,16 @@ def draw_mask(mask: Tensor, samples: list[list[Split]] | None = None, ax=None, t
     ax.set_xlabel("key")
     ax.set_ylabel("query")
     if samples is not None:
-        start = 0
+        start, centres, modes = 0, [], []
         for splits in samples:
             for size, mode in splits:
                 ax.axhline(start - 0.5, color="tab:red", linewidth=0.5)
                 ax.axvline(start - 0.5, color="tab:red", linewidth=0.5)
-                ax.text(start + size / 2 - 0.5, -1, mode[0], ha="center", va="bottom", fontsize=7)
+                centres.append(start + size / 2 - 0.5)
+                modes.append(mode)
                 start += size
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(centres, labels=modes, fontsize=7)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, pad=16)  # room for the split labels above the matrix
     return ax

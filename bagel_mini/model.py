@@ -1,9 +1,11 @@
-"""Bagel: one decoder over text, ViT and VAE tokens (paper section 2.1, Figure 2).
+"""Bagel: one decoder over text, ViT and VAE tokens (paper section 2.1, Figure 2), and its two losses.
 
 This file holds what turns each modality into LLM tokens and back:
 - ViT tokens: SigLIP output -> connector MLP -> plus a fixed 2D sin-cos position in LLM space;
 - VAE tokens: a 2x2 patch of latents -> vae2llm, plus the timestep embedding and the latent position;
 - text tokens: the LLM's embedding table; lm_head and llm2vae read the final hidden states.
+`forward` is one training step's loss on a packed batch (navit.py): next-token cross-entropy on text
+and rectified-flow MSE on noised VAE tokens, weighted 0.25 : 1 as in the paper.
 """
 
 import math
@@ -11,9 +13,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask
 
+from bagel_mini.attention import dense_mask
 from bagel_mini.config import BagelConfig
+from bagel_mini.flow import add_noise, training_timesteps, velocity_target
+from bagel_mini.images import patchify
 from bagel_mini.mot import LanguageModel
+from bagel_mini.navit import PackedBatch
 from bagel_mini.siglip import SiglipVisionModel
 
 
@@ -97,6 +104,9 @@ class Bagel(nn.Module):
             self.vae2llm = nn.Linear(config.patch_latent_dim, hidden)
             self.llm2vae = nn.Linear(hidden, config.patch_latent_dim)
             self.latent_pos_embed = PositionTable(config.max_latent_size, hidden)
+            # The velocity head starts at zero, so a new model predicts no motion (as the official init).
+            nn.init.zeros_(self.llm2vae.weight)
+            nn.init.zeros_(self.llm2vae.bias)
 
     def embed_vit(self, patches: Tensor, position_ids: Tensor, lengths: list[int]) -> Tensor:
         """ViT patches of packed images (N, p * p * C) -> LLM input rows (N, hidden)."""
@@ -108,3 +118,74 @@ class Bagel(nn.Module):
         Clean context images use t = 0.
         """
         return self.vae2llm(latent_patches) + self.time_embedder(timesteps) + self.latent_pos_embed(position_ids)
+
+    def embed_batch(self, batch: PackedBatch, latents: list[Tensor], noise: Tensor | None = None) -> dict:
+        """The LLM input sequence (L, hidden) of a packed batch, and the flow quantities of its VAE tokens.
+
+        latents: one (z_channels, 2h, 2w) latent per VAE image of the batch (autoencoder.encode).
+        noise: (n_vae, patch_latent_dim) flow noise, drawn here if not given.
+        """
+        embed = self.llm.embed_tokens
+        sequence = embed.weight.new_zeros(batch.sequence_length, self.config.llm.hidden_size)
+        sequence[batch.text_indexes] = embed(batch.text_ids)
+        if batch.vit_lengths:
+            sequence[batch.vit_indexes] = self.embed_vit(batch.vit_patches, batch.vit_position_ids, batch.vit_lengths)
+        flow = {}
+        if batch.latent_grids:
+            clean = self.latent_tokens(latents, batch.latent_grids)  # (n_vae, patch_latent_dim)
+            noise = torch.randn_like(clean) if noise is None else noise
+            t = training_timesteps(batch.raw_timesteps, self.config.timestep_shift)  # 0 for clean images
+            sequence[batch.vae_indexes] = self.embed_vae(add_noise(clean, noise, t), t, batch.latent_position_ids)
+            flow = {"clean": clean, "noise": noise, "timesteps": t}
+        return {"sequence": sequence, **flow}
+
+    def latent_tokens(self, latents: list[Tensor], grids: list[tuple[int, int]]) -> Tensor:
+        """Cut each latent into 2x2 patches, row by row: (n_vae, patch_latent_dim)."""
+        if len(latents) != len(grids):
+            raise ValueError(f"the batch has {len(grids)} VAE images but {len(latents)} latents were given")
+        p = self.config.latent_patch_size
+        tokens = []
+        for index, (latent, (h, w)) in enumerate(zip(latents, grids)):
+            expected = (self.config.vae.z_channels, h * p, w * p)
+            if tuple(latent.shape) != expected:
+                raise ValueError(f"latent {index} has shape {tuple(latent.shape)}, expected {expected}")
+            tokens.append(patchify(latent, p))
+        return torch.cat(tokens)
+
+    def forward(
+        self,
+        batch: PackedBatch,
+        latents: list[Tensor],
+        noise: Tensor | None = None,
+        mask: Tensor | BlockMask | None = None,
+        ce_weight: float = 0.25,
+        mse_weight: float = 1.0,
+    ) -> dict:
+        """Losses of one packed batch (on the model's device: `batch.to(device)`).
+
+        Returns per-token `ce` (n_ce,) and `mse` (n_mse, patch_latent_dim), their means `ce_loss`
+        (weighted by batch.ce_weights) and `mse_loss`, the total `loss` = ce_weight * ce_loss +
+        mse_weight * mse_loss, and the `hidden` states and input `sequence` for inspection. The mask
+        defaults to the dense generalized causal mask; pass a FlexAttention block mask on a GPU.
+        """
+        inputs = self.embed_batch(batch, latents, noise)
+        if mask is None:
+            mask = dense_mask(batch.splits, batch.sequence_length, device=inputs["sequence"].device)
+        hidden = self.llm(inputs["sequence"], batch.position_ids, batch.is_gen, mask)
+        zero = hidden.new_zeros(())
+
+        ce, ce_loss = hidden.new_zeros(0), zero
+        if len(batch.ce_indexes):
+            logits = self.llm.lm_head(hidden[batch.ce_indexes])
+            ce = F.cross_entropy(logits.float(), batch.label_ids, reduction="none")
+            ce_loss = (ce * batch.ce_weights).sum() / batch.ce_weights.sum()
+
+        mse, mse_loss = hidden.new_zeros(0, self.config.patch_latent_dim), zero
+        if len(batch.mse_indexes):
+            prediction = self.llm2vae(hidden[batch.mse_indexes])
+            target = velocity_target(inputs["clean"], inputs["noise"])[inputs["timesteps"] > 0]
+            mse = (prediction.float() - target.float()) ** 2
+            mse_loss = mse.mean()
+
+        losses = {"loss": ce_weight * ce_loss + mse_weight * mse_loss, "ce_loss": ce_loss, "mse_loss": mse_loss}
+        return {**losses, "ce": ce, "mse": mse, "hidden": hidden, **inputs}

@@ -7,6 +7,8 @@ setting is read from cases.json, so another directory with other seeds, sizes or
 
 import json
 import os
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,10 @@ from helpers import TINY
 from safetensors.torch import load_file
 
 from bagel_mini.attention import dense_mask, flex_block_mask
+from bagel_mini.cfg import NO_DROPOUT
 from bagel_mini.checkpoint import load_checkpoint
 from bagel_mini.images import grid_position_ids, patchify
+from bagel_mini.navit import PackConfig, Text, VaeImage, VitImage, pack
 
 REFERENCE = Path(os.environ.get("BAGEL_REFERENCE_DIR", TINY))
 CASES = json.loads((REFERENCE / "cases.json").read_text())
@@ -123,10 +127,110 @@ def run_generate_text(case, tensors, model, autoencoder):
     assert tokens == tensors["generate_text.out.token_ids"].tolist()
 
 
-RUNNERS = {"vit": run_vit, "vae": run_vae, "attention_mask": run_attention_mask, "generate_text": run_generate_text}
+class ReplayRandom(random.Random):
+    """A random source whose normal draws are given values: the raw timesteps the official run drew."""
+
+    def __init__(self, normals: list[float]):
+        super().__init__(0)
+        self.normals = list(normals)
+
+    def gauss(self, mu=0.0, sigma=1.0):
+        return self.normals.pop(0)
+
+
+def samples_from_plan(case: dict, tensors) -> list:
+    """The case's samples as our items; images are consumed in plan order."""
+    name, samples = case["name"], []
+    for index, spec in enumerate(case["settings"]["samples"]):
+        texts = iter(spec["text_ids"])
+        images = iter(tensors[f"{name}.in.sample{index}.image{j}"] for j in range(len(spec["images"])))
+        items = []
+        for step in spec["plan"]:
+            if step["special_token_loss"]:
+                pytest.fail(f"{name}: special_token_loss is not supported by this runner")
+            loss, droppable = bool(step["loss"]), bool(step["enable_cfg"])
+            if step["type"] == "text":
+                items.append(Text(next(texts), loss=loss, droppable=droppable))
+            elif step["type"] == "vit_image":
+                items.append(VitImage(next(images), droppable=droppable))
+            elif step["type"] == "vae_image":
+                items.append(VaeImage(next(images), loss=loss, droppable=droppable))
+            else:
+                pytest.fail(f"{name}: unknown plan item type {step['type']!r}")
+        samples.append(items)
+    return samples
+
+
+def run_train_forward(case, tensors, model, autoencoder):
+    """Pack the case's samples, encode its images, and compare packing, inputs, hidden states and losses."""
+    name, settings = case["name"], case["settings"]
+
+    def expected(key: str) -> torch.Tensor:
+        return tensors[f"{name}.{key}"]
+
+    config = PackConfig.for_model(model.config, CASES["special_token_ids"], dropout=NO_DROPOUT)
+    samples = samples_from_plan(case, tensors)
+    batch = pack(samples, config, ReplayRandom(settings["raw_timesteps"]))
+    square = pack(samples, replace(config, ce_weighting="square"), ReplayRandom(settings["raw_timesteps"]))
+
+    packed = settings["packed"]
+    assert batch.sequence_length == packed["sequence_length"]
+    assert batch.sample_lengths == packed["sample_lens"]
+    assert [list(map(list, zip(*splits))) for splits in batch.splits] == [
+        [s["split_lens"], s["attn_modes"]] for s in packed["split_lens_and_attn_modes_per_sample"]
+    ]
+    assert batch.latent_grids == [tuple(grid) for grid in packed["patchified_vae_latent_shapes"]]
+    for ours, theirs in [
+        (batch.text_ids, "packed_text_ids"),
+        (batch.text_indexes, "packed_text_indexes"),
+        (batch.position_ids, "packed_position_ids"),
+        (batch.ce_indexes, "ce_loss_indexes"),
+        (batch.label_ids, "packed_label_ids"),
+        (batch.mse_indexes, "mse_loss_indexes"),
+        (batch.vae_indexes, "packed_vae_token_indexes"),
+        (batch.latent_position_ids, "packed_latent_position_ids"),
+        (batch.vit_indexes, "packed_vit_token_indexes"),
+        (batch.vit_position_ids, "packed_vit_position_ids"),
+        (batch.vit_patches, "packed_vit_tokens"),
+        (batch.raw_timesteps, "packed_timesteps"),
+        (torch.tensor(batch.vit_lengths), "vit_token_seqlens"),
+    ]:
+        assert torch.equal(ours, expected(f"in.packed.{theirs}").to(ours.dtype)), theirs
+    torch.testing.assert_close(square.ce_weights, expected("in.packed.ce_loss_weights"), **TOLERANCE)
+    for index, splits in enumerate(batch.splits):
+        official = expected(f"in.packed.nested_attention_mask.{index}") == 0  # 0.0 = may attend, -inf = blocked
+        assert torch.equal(dense_mask([splits]), official)
+
+    # The official loop encodes the images zero-padded to the largest size of the batch; crop each latent.
+    padded_latent = autoencoder.encode(expected("in.packed.padded_images"), noise=expected("in.vae_posterior_eps"))
+    torch.testing.assert_close(padded_latent, expected("in.padded_latent"), **TOLERANCE)
+    p = model.config.latent_patch_size
+    latents = [expected("in.padded_latent")[i, :, : h * p, : w * p] for i, (h, w) in enumerate(batch.latent_grids)]
+
+    previous_shift = model.config.timestep_shift
+    model.config.timestep_shift = settings["timestep_shift"]
+    try:
+        out = model(batch, latents, noise=expected("in.flow_noise"))
+    finally:
+        model.config.timestep_shift = previous_shift
+    torch.testing.assert_close(out["sequence"], expected("out.llm_input_sequence"), **TOLERANCE)
+    torch.testing.assert_close(out["timesteps"], expected("out.effective_timesteps"), **TOLERANCE)
+    torch.testing.assert_close(out["hidden"], expected("out.last_hidden_state"), **TOLERANCE)
+    torch.testing.assert_close(out["ce"], expected("out.ce"), **TOLERANCE)
+    torch.testing.assert_close(out["mse"], expected("out.mse"), **TOLERANCE)
+    torch.testing.assert_close(out["ce_loss"].reshape(1), expected("out.ce_loss_mean"), **TOLERANCE)
+    torch.testing.assert_close(out["mse_loss"].reshape(1), expected("out.mse_loss_mean"), **TOLERANCE)
+
+
+RUNNERS = {
+    "vit": run_vit,
+    "vae": run_vae,
+    "attention_mask": run_attention_mask,
+    "generate_text": run_generate_text,
+    "train_forward": run_train_forward,
+    "train_forward_interleave": run_train_forward,
+}
 PENDING = {
-    "train_forward": "issue 4 (one real training step)",
-    "train_forward_interleave": "issue 4 (one real training step)",
     "generate_image": "issue 5 (the KV-cached inferencer)",
     "edit_image": "issue 5 (the KV-cached inferencer)",
 }
@@ -139,4 +243,4 @@ def test_official_case(name, tensors, checkpoint):
         pytest.skip(f"built by {PENDING[name]}")
     if name not in RUNNERS:
         pytest.fail(f"{REFERENCE / 'cases.json'}: unknown case {name!r}; known: {sorted(RUNNERS)}")
-    RUNNERS[name](CASES["cases"][name], tensors, *checkpoint)
+    RUNNERS[name]({"name": name, **CASES["cases"][name]}, tensors, *checkpoint)

@@ -1,0 +1,109 @@
+"""Benchmarks that print ratios measured in one run (never timed tests).
+
+    python -m bagel_mini.bench step [--preset toy] [--repeats 5]
+
+`step`: forward + backward time of one training step on the same packed batch for the MoT, MoE and
+dense decoders (hard routing gives them the same FLOPs per token, so the ratios should be near 1),
+tokens per second of MoT, and packed versus padded batching of the same samples of mixed sizes.
+The last line printed is one JSON object.
+"""
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+import torch
+
+from bagel_mini.cfg import NO_DROPOUT
+from bagel_mini.config import preset
+from bagel_mini.model import Bagel
+from bagel_mini.navit import PackConfig, PackedBatch, Sample, Text, VaeImage, VitImage, pack, sample_length
+
+SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 2, "start_of_image": 3, "end_of_image": 4}
+
+
+def mixed_samples(config, count: int, seed: int = 0) -> list[Sample]:
+    """Understanding and generation samples with images and texts of different sizes."""
+    rng = random.Random(seed)
+    vocab, vit_patch, latent_px = config.llm.vocab_size, config.vit.patch_size, config.pixels_per_latent_token
+    max_side = config.vit.image_size
+
+    def text(length: int, loss: bool = False) -> Text:
+        return Text([rng.randrange(5, vocab) for _ in range(length)], loss=loss)
+
+    def image(stride: int) -> torch.Tensor:
+        sides = [stride * rng.randint(1, max_side // stride) for _ in range(2)]
+        return torch.rand(3, *sides) * 2 - 1
+
+    samples = []
+    for index in range(count):
+        if index % 2:
+            samples.append([text(rng.randint(4, 12)), VitImage(image(vit_patch)), text(rng.randint(2, 24), loss=True)])
+        else:
+            samples.append([text(rng.randint(4, 16)), VaeImage(image(latent_px), loss=True)])
+    return samples
+
+
+def padded(samples: list[Sample], pack_config: PackConfig) -> list[Sample]:
+    """Each sample extended by a padding text (no loss) to the length of the longest one plus two."""
+    target = max(sample_length(sample, pack_config) for sample in samples) + 2
+    return [[*sample, Text([0] * (target - sample_length(sample, pack_config) - 2))] for sample in samples]
+
+
+def time_steps(model: Bagel, batch: PackedBatch, latents: list[torch.Tensor], repeats: int) -> float:
+    """Median seconds of forward + backward, after one warm-up step."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        model(batch, latents)["loss"].backward()
+        times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    return statistics.median(times[1:])
+
+
+def bench_step(preset_name: str, repeats: int, num_samples: int) -> dict:
+    torch.manual_seed(0)
+    config = preset(preset_name)
+    pack_config = PackConfig.for_model(config, SPECIAL_IDS, dropout=NO_DROPOUT)
+    samples = mixed_samples(config, num_samples)
+    batch = pack(samples, pack_config, random.Random(0))
+    padded_batch = pack(padded(samples, pack_config), pack_config, random.Random(0))
+    z = config.vae.z_channels
+    latents = [torch.randn(z, h * 2, w * 2) for h, w in batch.latent_grids]
+    seconds = {
+        arch: time_steps(Bagel(preset(preset_name, arch)), batch, latents, repeats) for arch in ("mot", "moe", "dense")
+    }
+    padded_seconds = time_steps(Bagel(preset(preset_name, "mot")), padded_batch, latents, repeats)
+    print(
+        f"preset {preset_name}: {num_samples} samples, {batch.sequence_length} tokens packed, "
+        f"{padded_batch.sequence_length} padded"
+    )
+    for arch, value in seconds.items():
+        print(f"  {arch:5s} forward+backward {value * 1000:8.1f} ms")
+    print(f"  mot padded         {padded_seconds * 1000:8.1f} ms")
+    return {
+        "mot_over_dense": seconds["mot"] / seconds["dense"],
+        "moe_over_dense": seconds["moe"] / seconds["dense"],
+        "packed_over_padded": seconds["mot"] / padded_seconds,
+        "tokens_per_s": batch.sequence_length / seconds["mot"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bagel_mini.bench", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    step = commands.add_parser("step", help="training step time: MoT / MoE / dense, packed / padded")
+    step.add_argument("--preset", default="toy")
+    step.add_argument("--repeats", type=int, default=5)
+    step.add_argument("--samples", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    result = bench_step(args.preset, args.repeats, args.samples)
+    print(json.dumps({name: round(value, 3) for name, value in result.items()}))
+
+
+if __name__ == "__main__":
+    main()
