@@ -99,6 +99,27 @@ def context_mask(num_new: int, num_cached: int, causal: bool, device=None) -> Te
     return torch.cat([torch.ones(num_new, num_cached, dtype=torch.bool, device=device), own], dim=1)
 
 
+def branches_mask(cache_lengths: list[int], block_lengths: list[int], device=None) -> Tensor:
+    """Mask for query blocks run side by side, block b against cache b only (the branches of CFG).
+
+    Keys are laid out as the caches one after the other, then the blocks one after the other (as
+    KVCache.concatenate and the decoder's cache + new keys produce them). A block sees its whole cache
+    and all of itself.
+    """
+    cache_starts = [sum(cache_lengths[:b]) for b in range(len(cache_lengths))]
+    block_starts = [sum(cache_lengths) + sum(block_lengths[:b]) for b in range(len(block_lengths))]
+    mask = torch.zeros(sum(block_lengths), sum(cache_lengths) + sum(block_lengths), dtype=torch.bool, device=device)
+    row = 0
+    for cache_start, cache_length, block_start, block_length in zip(
+        cache_starts, cache_lengths, block_starts, block_lengths
+    ):
+        rows = slice(row, row + block_length)
+        mask[rows, cache_start : cache_start + cache_length] = True
+        mask[rows, block_start : block_start + block_length] = True
+        row += block_length
+    return mask
+
+
 @functools.cache
 def compiled_flex_attention():
     """FlexAttention compiled once per process: eager FlexAttention is a slow reference only."""

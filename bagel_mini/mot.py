@@ -122,6 +122,13 @@ class KVCache:
     def length(self) -> int:
         return self.keys[0].shape[0]
 
+    @classmethod
+    def concatenate(cls, caches: list["KVCache"]) -> "KVCache":
+        """Several contexts side by side, for running one query block against each at once (CFG)."""
+        keys = [torch.cat(layer) for layer in zip(*(cache.keys for cache in caches))]
+        values = [torch.cat(layer) for layer in zip(*(cache.values for cache in caches))]
+        return cls(keys, values)
+
 
 class LanguageModel(nn.Module):
     """The Qwen2 decoder with routed layers: token embedding, layers, final norm per expert, lm_head."""
@@ -165,9 +172,13 @@ class LanguageModel(nn.Module):
         values = [torch.cat([old, v]) for old, (_, v) in zip(cache.values, new)]
         return hidden, KVCache(keys, values)
 
-    def query(self, x: Tensor, positions: Tensor, is_gen: Tensor, cache: KVCache, causal: bool = False) -> Tensor:
-        """Run a block that reads the cache without joining it (a noised image being generated)."""
-        hidden, _ = self._run(x, positions, is_gen, context_mask(len(x), cache.length, causal, x.device), cache)
+    def query(self, x: Tensor, positions: Tensor, is_gen: Tensor, cache: KVCache, mask: Tensor | None = None) -> Tensor:
+        """Run a block that reads the cache without joining it (a noised image being generated).
+
+        By default the block sees the whole cache and itself; `mask` (new, cached + new) overrides that,
+        e.g. to run several blocks side by side against several caches (attention.branches_mask).
+        """
+        hidden, _ = self._run(x, positions, is_gen, mask, cache)
         return hidden
 
     def _run(self, x, positions, is_gen, mask, cache: KVCache | None):

@@ -20,6 +20,7 @@ from bagel_mini.attention import dense_mask, flex_block_mask
 from bagel_mini.cfg import NO_DROPOUT
 from bagel_mini.checkpoint import load_checkpoint
 from bagel_mini.images import grid_position_ids, patchify
+from bagel_mini.inference import ImageSettings, Inferencer
 from bagel_mini.navit import PackConfig, Text, VaeImage, VitImage, pack
 
 REFERENCE = Path(os.environ.get("BAGEL_REFERENCE_DIR", TINY))
@@ -98,33 +99,74 @@ def run_attention_mask(case, tensors, model, autoencoder):
     assert torch.equal(flex, expected_flex)
 
 
+def inferencer(model, autoencoder) -> Inferencer:
+    return Inferencer(model, autoencoder, tokenizer=None, special_ids=CASES["special_token_ids"])
+
+
 def run_generate_text(case, tensors, model, autoencoder):
     """An image context (ViT only), a prompt context, then greedy decoding through the KV cache."""
-    llm = model.llm
-    image_rows = vit_block(model, tensors["generate_text.in.image"])
-    length = len(image_rows)
-    no_gen = torch.zeros(length, dtype=torch.bool)
-    _, cache = llm.extend(image_rows, torch.zeros(length, dtype=torch.long), no_gen, llm.empty_cache(), causal=False)
-    prompt = torch.tensor([special("bos_token_id"), *case["settings"]["prompt_ids"], special("eos_token_id")])
-    positions = torch.arange(1, 1 + len(prompt))  # the image block took position 0
-    _, cache = llm.extend(llm.embed_tokens(prompt), positions, no_gen[: len(prompt)], cache, causal=True)
-    for layer in range(len(llm.layers)):
+    engine = inferencer(model, autoencoder)
+    context = engine.add_vit_image(engine.empty_context(), tensors["generate_text.in.image"])
+    context = engine.add_text(context, case["settings"]["prompt_ids"])
+    results = case["results_json"]
+    assert [context.length] == results["kv_lens_after_prefill"] and [context.position] == results["ropes_after_prefill"]
+    for layer in range(len(model.llm.layers)):
         expected = f"generate_text.out.kv_cache_after_prefill.layer{layer}"
-        torch.testing.assert_close(cache.keys[layer], tensors[f"{expected}.key"], **TOLERANCE)
-        torch.testing.assert_close(cache.values[layer], tensors[f"{expected}.value"], **TOLERANCE)
+        torch.testing.assert_close(context.cache.keys[layer], tensors[f"{expected}.key"], **TOLERANCE)
+        torch.testing.assert_close(context.cache.values[layer], tensors[f"{expected}.value"], **TOLERANCE)
+    generated = engine.generate_text(context, max_length=case["settings"]["max_length"])
+    torch.testing.assert_close(generated.logits, tensors["generate_text.out.step_logits"], **TOLERANCE)
+    assert [special("bos_token_id"), *generated.ids] == tensors["generate_text.out.token_ids"].tolist()
 
-    token, position, tokens, logits = special("bos_token_id"), len(prompt) + 1, [], []
-    for _ in range(case["settings"]["max_length"]):
-        tokens.append(token)
-        hidden, cache = llm.extend(
-            llm.embed_tokens(torch.tensor([token])), torch.tensor([position]), no_gen[:1], cache, causal=True
+
+def run_generate_image(case, tensors, model, autoencoder):
+    """Text-to-image or editing: build the three contexts as the official inferencer, then denoise."""
+    name, settings = case["name"], case["settings"]
+    engine = inferencer(model, autoencoder)
+    empty = engine.empty_context()
+    context = empty
+    if f"{name}.in.image_vae" in tensors:  # editing: the picture as clean VAE tokens, then as ViT tokens
+        context = engine.add_vae_image(
+            context, tensors[f"{name}.in.image_vae"], noise=tensors[f"{name}.in.vae_posterior_eps"]
         )
-        logits.append(llm.lm_head(hidden)[0])
-        if logits[-1].argmax() == special("eos_token_id"):
-            break
-        token, position = int(logits[-1].argmax()), position + 1
-    torch.testing.assert_close(torch.stack(logits), tensors["generate_text.out.step_logits"], **TOLERANCE)
-    assert tokens == tensors["generate_text.out.token_ids"].tolist()
+        context = engine.add_vit_image(context, tensors[f"{name}.in.image_vit"])
+    no_text = context
+    context = engine.add_text(context, settings["prompt_ids"])
+    no_image = engine.add_text(empty, settings["prompt_ids"])
+    layouts = case["results_json"]["contexts"]
+    for ours, theirs in ((context, "gen"), (no_text, "cfg_text"), (no_image, "cfg_img")):
+        assert ([ours.length], [ours.position]) == (layouts[theirs]["kv_lens"], layouts[theirs]["ropes"]), theirs
+
+    image_settings = ImageSettings(
+        num_timesteps=settings["num_timesteps"],
+        timestep_shift=settings["timestep_shift"],
+        cfg_text_scale=settings["cfg_text_scale"],
+        cfg_img_scale=settings["cfg_img_scale"],
+        cfg_interval=tuple(settings["cfg_interval"]),
+        cfg_renorm_type=settings["cfg_renorm_type"],
+        cfg_renorm_min=settings["cfg_renorm_min"],
+    )
+    size = case["results_json"]["image_shape_HW"]
+    image = engine.generate_image(
+        context, size, no_text, no_image, image_settings, noise=tensors[f"{name}.in.init_noise"], trace=True
+    )
+
+    def per_step(key: str) -> torch.Tensor:
+        return torch.stack([step[key] for step in image.trace])
+
+    torch.testing.assert_close(
+        torch.tensor([step["t"] for step in image.trace]), tensors[f"{name}.out.timesteps"], **TOLERANCE
+    )
+    torch.testing.assert_close(per_step("x"), tensors[f"{name}.out.x_t_per_step"], **TOLERANCE)
+    torch.testing.assert_close(per_step("v_cond"), tensors[f"{name}.out.v_cond_per_step"], **TOLERANCE)
+    torch.testing.assert_close(per_step("v_no_text"), tensors[f"{name}.out.v_cfg_text_uncond_per_step"], **TOLERANCE)
+    if f"{name}.out.v_cfg_img_uncond_per_step" in tensors:
+        torch.testing.assert_close(
+            per_step("v_no_image"), tensors[f"{name}.out.v_cfg_img_uncond_per_step"], **TOLERANCE
+        )
+    torch.testing.assert_close(per_step("v"), tensors[f"{name}.out.v_t_per_step"], **TOLERANCE)
+    torch.testing.assert_close(image.latent[None], tensors[f"{name}.out.final_latent_unpatchified"], **TOLERANCE)
+    torch.testing.assert_close(image.pixels[None], tensors[f"{name}.out.decoded_image"], **TOLERANCE)
 
 
 class ReplayRandom(random.Random):
@@ -229,18 +271,14 @@ RUNNERS = {
     "generate_text": run_generate_text,
     "train_forward": run_train_forward,
     "train_forward_interleave": run_train_forward,
-}
-PENDING = {
-    "generate_image": "issue 5 (the KV-cached inferencer)",
-    "edit_image": "issue 5 (the KV-cached inferencer)",
+    "generate_image": run_generate_image,
+    "edit_image": run_generate_image,
 }
 
 
 @pytest.mark.parametrize("name", sorted(CASES["cases"]))
 @torch.no_grad()
 def test_official_case(name, tensors, checkpoint):
-    if name in PENDING:
-        pytest.skip(f"built by {PENDING[name]}")
     if name not in RUNNERS:
         pytest.fail(f"{REFERENCE / 'cases.json'}: unknown case {name!r}; known: {sorted(RUNNERS)}")
     RUNNERS[name]({"name": name, **CASES["cases"][name]}, tensors, *checkpoint)
