@@ -1,11 +1,14 @@
 """Benchmarks that print ratios measured in one run (never timed tests).
 
     python -m bagel_mini.bench step [--preset toy] [--repeats 5]
+    python -m bagel_mini.bench sample [--preset toy] [--steps 25] [--context 300]
 
 `step`: forward + backward time of one training step on the same packed batch for the MoT, MoE and
 dense decoders (hard routing gives them the same FLOPs per token, so the ratios should be near 1),
 tokens per second of MoT, and packed versus padded batching of the same samples of mixed sizes.
-The last line printed is one JSON object.
+`sample`: image sampling with text and image CFG over a context of an image and a few hundred text
+tokens: the KV-cached sampler versus rebuilding every context at every step.
+The last line printed by each is one JSON object.
 """
 
 import argparse
@@ -18,8 +21,10 @@ import torch
 
 from bagel_mini.cfg import NO_DROPOUT
 from bagel_mini.config import preset
+from bagel_mini.inference import ImageSettings, Inferencer
 from bagel_mini.model import Bagel
 from bagel_mini.navit import PackConfig, PackedBatch, Sample, Text, VaeImage, VitImage, pack, sample_length
+from bagel_mini.vae import AutoEncoder
 
 SPECIAL_IDS = {"bos_token_id": 1, "eos_token_id": 2, "start_of_image": 3, "end_of_image": 4}
 
@@ -91,6 +96,46 @@ def bench_step(preset_name: str, repeats: int, num_samples: int) -> dict:
     }
 
 
+@torch.no_grad()
+def bench_sample(preset_name: str, steps: int, context_tokens: int) -> dict:
+    torch.manual_seed(0)
+    config = preset(preset_name)
+    engine = Inferencer(Bagel(config), AutoEncoder(config.vae), None, SPECIAL_IDS)
+    side = config.pixels_per_latent_token * min(4, config.max_latent_size)
+    image = torch.rand(3, side, side) * 2 - 1
+    prompt = torch.randint(5, config.llm.vocab_size, (context_tokens,)).tolist()
+    settings = ImageSettings(num_timesteps=steps + 1, cfg_text_scale=4.0, cfg_img_scale=2.0, cfg_interval=(0.0, 1.0))
+
+    def contexts():
+        """Full context, without the prompt, without the image (the three CFG branches of an edit)."""
+        with_image = engine.add_vit_image(engine.add_vae_image(engine.empty_context(), image), image)
+        return engine.add_text(with_image, prompt), with_image, engine.add_text(engine.empty_context(), prompt)
+
+    def cached() -> float:
+        start = time.perf_counter()
+        full, no_text, no_image = contexts()  # built once, then every step reads the caches
+        engine.generate_image(full, (side, side), no_text, no_image, settings, seed=0, decode=False)
+        return time.perf_counter() - start
+
+    def recomputed() -> float:
+        one_step = ImageSettings(**{**vars(settings), "num_timesteps": 2})
+        start = time.perf_counter()
+        for _ in range(steps):  # every step rebuilds all three contexts, then runs the image tokens once
+            full, no_text, no_image = contexts()
+            engine.generate_image(full, (side, side), no_text, no_image, one_step, seed=0, decode=False)
+        return time.perf_counter() - start
+
+    cached(), recomputed()  # warm-up
+    cached_seconds, recomputed_seconds = cached(), recomputed()
+    full = contexts()[0]
+    print(
+        f"preset {preset_name}: context of {full.length} tokens, {side}x{side} image "
+        f"({(side // config.pixels_per_latent_token) ** 2} latent tokens), {steps} steps, 3 CFG branches"
+    )
+    print(f"  cached     {cached_seconds:.3f} s   recomputed {recomputed_seconds:.3f} s")
+    return {"cached_speedup": recomputed_seconds / cached_seconds, "s_per_step": cached_seconds / steps}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bagel_mini.bench", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,11 +143,20 @@ def main(argv: list[str] | None = None) -> None:
     step.add_argument("--preset", default="toy")
     step.add_argument("--repeats", type=int, default=5)
     step.add_argument("--samples", type=int, default=16)
+    sample = commands.add_parser("sample", help="image sampling: KV-cached versus recomputed context")
+    sample.add_argument("--preset", default="toy")
+    sample.add_argument("--steps", type=int, default=25)
+    sample.add_argument("--context", type=int, default=300, help="text tokens in the context")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    result = bench_step(args.preset, args.repeats, args.samples)
-    print(json.dumps({name: round(value, 3) for name, value in result.items()}))
+    if args.command == "step":
+        if args.repeats < 1:
+            parser.error("--repeats must be at least 1")
+        result = bench_step(args.preset, args.repeats, args.samples)
+    else:
+        if args.steps < 1 or args.context < 1:
+            parser.error("--steps and --context must be at least 1")
+        result = bench_sample(args.preset, args.steps, args.context)
+    print(json.dumps({name: round(value, 4) for name, value in result.items()}))
 
 
 if __name__ == "__main__":

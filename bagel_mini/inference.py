@@ -87,7 +87,7 @@ class GeneratedText:
 @dataclass
 class GeneratedImage:
     latent: Tensor  # (z_channels, 2h, 2w), as the autoencoder decodes it
-    pixels: Tensor  # (3, H, W) in [-1, 1], not clamped
+    pixels: Tensor | None  # (3, H, W) in [-1, 1], not clamped; None when not decoded
     trace: list[dict] = field(default_factory=list)  # per step: t, x, v and the branch velocities
 
     def to_pil(self) -> Image.Image:
@@ -225,11 +225,13 @@ class Inferencer:
         seed: int | None = None,
         trace: bool = False,
         progress: bool = False,
+        decode: bool = True,
     ) -> GeneratedImage:
         """An image of `size` (H, W) conditioned on `context`.
 
         no_text_context: the context without the last text (text CFG); no_image_context: without the
         images (image CFG). noise: the (tokens, patch_latent_dim) start at t = 1, else drawn from `seed`.
+        decode=False skips the autoencoder (pixels is then None).
         """
         settings = settings or ImageSettings()
         config = self.model.config
@@ -279,6 +281,8 @@ class Inferencer:
             x = euler_step(x, v_out, t, t_next)
 
         latent = unpatchify(x, h, w, config.latent_patch_size, config.vae.z_channels)
+        if not decode:
+            return GeneratedImage(latent, None, records)
         pixels = self.autoencoder.decode(latent[None].to(self.autoencoder.decoder.conv_in.weight.dtype))[0]
         return GeneratedImage(latent, pixels.float(), records)
 

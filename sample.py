@@ -1,0 +1,149 @@
+"""Sample from a BAGEL checkpoint: text to image, editing, understanding, thinking.
+
+    python sample.py --checkpoint DIR --prompt "a red circle left of a blue square"     # text to image
+    python sample.py --checkpoint DIR --image in.png --prompt "make the circle green"   # edit
+    python sample.py --checkpoint DIR --image in.png --question "how many shapes?"     # understanding
+    add --think to reason first; see --help for the sampling settings.
+
+DIR is a released checkpoint directory (llm_config.json, vit_config.json, ema.safetensors,
+ae.safetensors, tokenizer files) or one written by train.py.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from bagel_mini.checkpoint import CheckpointError, load_checkpoint
+from bagel_mini.config import ConfigError
+from bagel_mini.images import load_image
+from bagel_mini.inference import ImageSettings, Inferencer
+from bagel_mini.tokenizer import BagelTokenizer
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = ImageSettings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument("--prompt", help="what to draw, or with --image the edit instruction")
+    task.add_argument("--question", help="with --image: a question about it; the answer is printed")
+    parser.add_argument("--image", help="input image (editing or understanding)")
+    parser.add_argument("--think", action="store_true", help="write a reasoning trace first")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=defaults.num_timesteps,
+        help="points of the time grid (official num_timesteps): steps - 1 model evaluations",
+    )
+    parser.add_argument("--cfg-text", type=float, default=defaults.cfg_text_scale, help="text guidance scale")
+    parser.add_argument("--cfg-img", type=float, default=2.0, help="image guidance scale (editing)")
+    parser.add_argument(
+        "--cfg-interval",
+        type=float,
+        nargs=2,
+        default=defaults.cfg_interval,
+        metavar=("LOW", "HIGH"),
+        help="guidance runs for LOW < t <= HIGH",
+    )
+    parser.add_argument("--cfg-renorm", default=defaults.cfg_renorm_type, choices=["global", "channel", "text_channel"])
+    parser.add_argument("--shift", type=float, default=defaults.timestep_shift, help="timestep shift")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--size", default="1024", help="image size: N (square) or HEIGHTxWIDTH; editing keeps the input's"
+    )
+    parser.add_argument("--max-tokens", type=int, default=1000, help="longest answer or reasoning trace")
+    parser.add_argument("--out", help="output image file (default sample.png, numbered if it exists)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args(argv)
+    if args.question is not None and args.image is None:
+        parser.error("--question needs --image")
+    return args
+
+
+def parse_size(text: str, stride: int) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        size = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else None
+    except ValueError:
+        size = None
+    if size is None or min(size) <= 0 or size[0] % stride or size[1] % stride:
+        raise ValueError(f"--size {text!r}: give N or HEIGHTxWIDTH with positive multiples of {stride}")
+    return size
+
+
+def output_path(requested: str | None, overwrite: bool) -> Path:
+    """Never replace a file silently: an explicit --out must be new (or --overwrite); the default is numbered."""
+    if requested is not None:
+        path = Path(requested)
+        if path.exists() and not overwrite:
+            raise ValueError(f"{path} exists; pass --overwrite to replace it or choose another --out")
+        return path
+    path, number = Path("sample.png"), 0
+    while path.exists():
+        number += 1
+        path = Path(f"sample-{number}.png")
+    return path
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.steps < 2:
+        raise ValueError(f"--steps {args.steps}: the time grid needs at least 2 points (1 denoising step)")
+    settings = ImageSettings(
+        num_timesteps=args.steps,
+        timestep_shift=args.shift,
+        cfg_text_scale=args.cfg_text,
+        cfg_img_scale=args.cfg_img,
+        cfg_interval=tuple(args.cfg_interval),
+        cfg_renorm_type=args.cfg_renorm,
+    )
+    text = args.prompt if args.prompt is not None else args.question
+    if not text.strip():
+        raise ValueError("the prompt is empty")
+    directory = Path(args.checkpoint)
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: checkpoint directory not found")
+    image = load_image(args.image) if args.image else None
+    model, autoencoder = load_checkpoint(directory)
+    tokenizer = BagelTokenizer.from_dir(directory)
+    engine = Inferencer(model, autoencoder, tokenizer, tokenizer.special_ids)
+    limit = model.config.llm.max_position_embeddings
+    if len(tokenizer.encode(text)) + args.max_tokens > limit:
+        raise ValueError(
+            f"the prompt ({len(tokenizer.encode(text))} tokens) plus --max-tokens {args.max_tokens} "
+            f"exceeds the model's context of {limit} positions"
+        )
+    size = parse_size(args.size, model.config.pixels_per_latent_token)
+    out = None if args.question is not None else output_path(args.out, args.overwrite)
+
+    items = ([image] if image is not None else []) + [text]
+    torch.manual_seed(args.seed)
+    outputs = engine.interleave(
+        items,
+        understanding=args.question is not None,
+        think=args.think,
+        max_think_tokens=args.max_tokens,
+        image_size=size,
+        settings=settings,
+        seed=args.seed,
+        progress=True,
+    )
+    for output in outputs:
+        if isinstance(output, str):
+            print(output)
+        else:
+            output.save(out)
+            print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError, ConfigError, CheckpointError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

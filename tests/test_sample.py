@@ -1,0 +1,61 @@
+"""sample.py end to end on the tiny checkpoint: outputs, and one-line errors for bad input."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import TINY
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+import sample  # noqa: E402
+
+FAST = ["--checkpoint", str(TINY), "--steps", "3", "--size", "32"]
+
+
+def test_text_to_image_writes_the_image_and_says_where(tmp_path, capsys):
+    out = tmp_path / "drawn.png"
+    sample.main([*FAST, "--prompt", "a red circle", "--out", str(out)])
+    assert Image.open(out).size == (32, 32)
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_editing_and_understanding_read_an_input_image(tmp_path, capsys):
+    source = tmp_path / "in.png"
+    Image.new("RGB", (48, 32), (20, 200, 20)).save(source)
+    sample.main([*FAST, "--image", str(source), "--prompt", "make it red", "--out", str(tmp_path / "edited.png")])
+    assert Image.open(tmp_path / "edited.png").size == (192, 128)  # the input's aspect ratio, VAE-sized
+    sample.main([*FAST, "--image", str(source), "--question", "what colour?", "--max-tokens", "4"])
+    assert capsys.readouterr().out.strip()
+
+
+def test_an_existing_output_is_never_overwritten_silently(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sample.png").write_bytes(b"mine")
+    sample.main([*FAST, "--prompt", "a red circle"])
+    assert (tmp_path / "sample.png").read_bytes() == b"mine" and (tmp_path / "sample-1.png").exists()
+    with pytest.raises(SystemExit, match="sample.png exists; pass --overwrite"):
+        sample.main([*FAST, "--prompt", "a red circle", "--out", "sample.png"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--prompt", " "], "error: the prompt is empty"),
+        (["--prompt", "x", "--steps", "0"], "error: --steps 0: the time grid needs at least 2 points"),
+        (["--prompt", "x", "--size", "33"], "error: --size '33': give N or HEIGHTxWIDTH with positive multiples of 16"),
+        (["--prompt", "x", "--max-tokens", "40000"], "exceeds the model's context of 32768 positions"),
+    ],
+)
+def test_bad_arguments_give_a_one_line_error(arguments, message):
+    with pytest.raises(SystemExit, match=message):
+        sample.main(["--checkpoint", str(TINY), *arguments])
+
+
+def test_missing_checkpoint_and_non_image_files_are_named(tmp_path):
+    with pytest.raises(SystemExit, match="error: .*nowhere: checkpoint directory not found"):
+        sample.main(["--checkpoint", str(tmp_path / "nowhere"), "--prompt", "x"])
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not a picture")
+    with pytest.raises(SystemExit, match="notes.png: not an image file"):
+        sample.main(["--checkpoint", str(TINY), "--image", str(text_file), "--prompt", "x"])
