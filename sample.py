@@ -21,6 +21,8 @@ from bagel_mini.images import load_image
 from bagel_mini.inference import ImageSettings, Inferencer
 from bagel_mini.tokenizer import BagelTokenizer
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = ImageSettings()
@@ -54,6 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--size", default="1024", help="image size: N (square) or HEIGHTxWIDTH; editing keeps the input's"
     )
     parser.add_argument("--max-tokens", type=int, default=1000, help="longest answer or reasoning trace")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on a GPU, float32 on the CPU")
+    parser.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep decoder layers on the CPU, each visiting the GPU only while it runs (fits a small GPU; slow)",
+    )
     parser.add_argument("--out", help="output image file (default sample.png, numbered if it exists)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
@@ -105,7 +114,11 @@ def run(args: argparse.Namespace) -> None:
     if not directory.is_dir():
         raise ValueError(f"{directory}: checkpoint directory not found")
     image = load_image(args.image) if args.image else None
-    model, autoencoder = load_checkpoint(directory)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA GPU is available here")
+    dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    model, autoencoder = load_checkpoint(directory, dtype=dtype, device=device, offload=args.offload)
     tokenizer = BagelTokenizer.from_dir(directory)
     engine = Inferencer(model, autoencoder, tokenizer, tokenizer.special_ids)
     limit = model.config.llm.max_position_embeddings

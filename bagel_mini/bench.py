@@ -2,12 +2,16 @@
 
     python -m bagel_mini.bench step [--preset toy] [--repeats 5]
     python -m bagel_mini.bench sample [--preset toy] [--steps 25] [--context 300]
+    python -m bagel_mini.bench load [--preset small] [--dir DIR]
 
 `step`: forward + backward time of one training step on the same packed batch for the MoT, MoE and
 dense decoders (hard routing gives them the same FLOPs per token, so the ratios should be near 1),
 tokens per second of MoT, and packed versus padded batching of the same samples of mixed sizes.
 `sample`: image sampling with text and image CFG over a context of an image and a few hundred text
 tokens: the KV-cached sampler versus rebuilding every context at every step.
+`load`: writes a random checkpoint in the released layout (bfloat16, about 1.2 GB for `small`), then in
+a fresh process loads it in float32 and compares peak memory with the loaded weights' size, and the
+load time with the time to just read the files.
 The last line printed by each is one JSON object.
 """
 
@@ -15,7 +19,11 @@ import argparse
 import json
 import random
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -136,6 +144,59 @@ def bench_sample(preset_name: str, steps: int, context_tokens: int) -> dict:
     return {"cached_speedup": recomputed_seconds / cached_seconds, "s_per_step": cached_seconds / steps}
 
 
+def resident_bytes(field: str = "VmRSS") -> int:
+    """Resident memory of this process now (VmRSS) or at its peak (VmHWM), from /proc/self/status.
+
+    (Not ru_maxrss: on Linux it survives exec, so a child started from a big parent inherits its peak.)
+    """
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def measure_load(directory: str) -> None:
+    """Run in a fresh process: read the files, then load them; print the figures as JSON."""
+    from bagel_mini.checkpoint import load_checkpoint
+
+    files = [Path(directory) / name for name in ("ema.safetensors", "ae.safetensors")]
+    start = time.perf_counter()
+    for path in files:
+        with open(path, "rb") as file:
+            while file.read(1 << 26):
+                pass
+    read_seconds = time.perf_counter() - start
+    baseline = resident_bytes()
+    start = time.perf_counter()
+    model, autoencoder = load_checkpoint(directory, dtype=torch.float32)
+    load_seconds = time.perf_counter() - start
+    peak = resident_bytes("VmHWM") - baseline
+    weights = sum(t.numel() * t.element_size() for m in (model, autoencoder) for t in m.state_dict().values())
+    print(json.dumps({"peak": peak, "weights": weights, "load_s": load_seconds, "read_s": read_seconds}))
+
+
+def bench_load(preset_name: str, directory: str | None) -> dict:
+    from bagel_mini.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        config = preset(preset_name)
+        save_checkpoint(Bagel(config), AutoEncoder(config.vae), scratch, dtype=torch.bfloat16)
+        file_bytes = sum(path.stat().st_size for path in Path(scratch).glob("*.safetensors"))
+        child = subprocess.run(
+            [sys.executable, "-c", f"from bagel_mini.bench import measure_load; measure_load({scratch!r})"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
+    print(
+        f"preset {preset_name}: {file_bytes / 1e9:.2f} GB of bfloat16 files -> {figures['weights'] / 1e9:.2f} GB "
+        f"of float32 weights; peak {figures['peak'] / 1e9:.2f} GB while loading"
+    )
+    print(f"  load {figures['load_s']:.2f} s, reading the files {figures['read_s']:.2f} s")
+    return {
+        "peak_rss_over_weights": figures["peak"] / figures["weights"],
+        "load_over_read": figures["load_s"] / figures["read_s"],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bagel_mini.bench", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,8 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     sample.add_argument("--preset", default="toy")
     sample.add_argument("--steps", type=int, default=25)
     sample.add_argument("--context", type=int, default=300, help="text tokens in the context")
+    load = commands.add_parser("load", help="checkpoint loading: peak memory and time")
+    load.add_argument("--preset", default="small")
+    load.add_argument("--dir", help="where to write the temporary checkpoint (default: the system's temp dir)")
     args = parser.parse_args(argv)
-    if args.command == "step":
+    if args.command == "load":
+        result = bench_load(args.preset, args.dir)
+    elif args.command == "step":
         if args.repeats < 1:
             parser.error("--repeats must be at least 1")
         result = bench_step(args.preset, args.repeats, args.samples)

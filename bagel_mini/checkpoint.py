@@ -13,14 +13,17 @@ memory, no random init).
 
 import argparse
 import json
+import math
+import mmap
+import os
 import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
-from bagel_mini.config import BagelConfig, load_config_dir, preset
+from bagel_mini.config import BagelConfig, load_config_dir, preset, save_config_dir
 from bagel_mini.siglip import conv_to_linear_weight
 
 _LAYER = r"llm\.layers\.(\d+)\."
@@ -91,45 +94,103 @@ def released_keys(config: BagelConfig) -> dict[str, dict[str, list[int]]]:
     model, autoencoder = build_meta(config)
     state = model.state_dict()
     ema = {released: list(state[ours].shape) for ours, released in released_names(model).items()}
-    ae = {key: list(tensor.shape) for key, tensor in autoencoder.state_dict().items()}
+    ae = {key: list(tensor.shape) for key, tensor in autoencoder.state_dict().items()}  # released names already
     return {"ema.safetensors": ema, "ae.safetensors": ae}
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file does not match the model; the message names the file and the keys."""
+    """A checkpoint does not match the model; the message names the file and the keys."""
 
 
-def load_safetensors_into(model: nn.Module, path: Path, names: dict[str, str], dtype: torch.dtype, device) -> None:
-    """Fill a model built on the meta device with the tensors of `path`, cast one at a time.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
 
-    `names` maps our parameter names to the file's keys. Strict: every key present, none extra, every
-    shape right; the error lists the first few offenders and the counts.
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """The json header of a safetensors file ({key: {dtype, shape, data_offsets}}) and where the data starts.
+
+    The format: 8 bytes little-endian header length, the header, then the tensors' raw bytes. Every
+    entry is checked against the file size, so a truncated file is reported here, naming a key.
     """
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        if size < 8 or length > size - 8:
+            raise CheckpointError(f"{path}: not a safetensors file (header of {length} bytes in a {size}-byte file)")
+        try:
+            header = json.loads(file.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{path}: unreadable safetensors header ({error})") from None
+    header.pop("__metadata__", None)
+    data_start = 8 + length
+    for key, entry in header.items():
+        if entry.get("dtype") not in SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{path}: {key} has unsupported dtype {entry.get('dtype')!r}")
+        if data_start + entry["data_offsets"][1] > size:
+            raise CheckpointError(
+                f"{path}: truncated: {key} ends at byte {data_start + entry['data_offsets'][1]}, the file has {size}"
+            )
+    return header, data_start
+
+
+def read_tensors(path: Path, keys: list[str], dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    """Read `keys` through a memory map, each cast to `dtype` on `device` on its own.
+
+    As soon as a tensor is copied, its pages are dropped from the map, so the process holds the loaded
+    weights plus at most one tensor as it is in the file: peak memory stays near the final size. (The
+    safetensors library's reader keeps every page it touched mapped until the file is closed.)
+    """
+    header, data_start = read_header(path)
+    page = mmap.PAGESIZE
+    tensors = {}
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
+        for key in keys:
+            entry = header[key]
+            begin, end = (data_start + offset for offset in entry["data_offsets"])
+            stored = SAFETENSORS_DTYPES[entry["dtype"]]
+            count = math.prod(entry["shape"])
+            raw = torch.frombuffer(mapped, dtype=stored, count=count, offset=begin) if count else torch.empty(0)
+            tensors[key] = raw.reshape(entry["shape"]).to(device=device, dtype=dtype, copy=True)
+            aligned = begin // page * page
+            if end > aligned:
+                mapped.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
+    return tensors
+
+
+def load_weights_into(module: nn.Module, path: Path, names: dict[str, str], dtype: torch.dtype, device) -> None:
+    """Fill a module built on the meta device from `path`; `names` maps its parameter names to file keys.
+
+    Strict: every key present, none extra, every shape right; the error lists the first few offenders
+    and the counts. Nothing is read before the whole file has been checked.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    header, _ = read_header(path)
     expected = {released: ours for ours, released in names.items()}
-    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            present = set(file.keys())
-            problems = _key_problems(path, set(expected), present)
-            state = {}
-            for released, ours in expected.items():
-                if released not in present:
-                    continue
-                tensor = file.get_tensor(released)
-                if tensor.dim() == 4 and ours == "vit.patch_embed.weight":
-                    tensor = conv_to_linear_weight(tensor)  # a SigLIP checkpoint with the original Conv2d kernel
-                if tuple(tensor.shape) != shapes[ours]:
-                    problems.append(f"{released}: shape {tuple(tensor.shape)} in the file, {shapes[ours]} expected")
-                    continue
-                state[ours] = tensor.to(device=device, dtype=dtype)
-    except SafetensorError as error:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+    shapes = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    problems = _key_problems(set(expected), set(header))
+    for released, ours in expected.items():
+        stored = tuple(header[released]["shape"]) if released in header else None
+        if stored is not None and stored != shapes[ours] and not _is_conv_patch_kernel(ours, stored, shapes[ours]):
+            problems.append(f"{released}: shape {stored} in the file, {shapes[ours]} expected")
     if problems:
         raise CheckpointError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:8]))
-    model.load_state_dict(state, strict=True, assign=True)
+    tensors = read_tensors(path, list(expected), dtype, device)
+    state = {}
+    for released, ours in expected.items():
+        tensor = tensors.pop(released)
+        state[ours] = conv_to_linear_weight(tensor) if tensor.shape != shapes[ours] else tensor
+    module.load_state_dict(state, strict=True, assign=True)
 
 
-def _key_problems(path: Path, expected: set[str], present: set[str]) -> list[str]:
+def _is_conv_patch_kernel(name: str, stored: tuple, expected: tuple) -> bool:
+    """SigLIP's original Conv2d patch kernel (out, C, p, p), which loads converted to our Linear."""
+    return name == "vit.patch_embed.weight" and len(stored) == 4 and (stored[0], math.prod(stored[1:])) == expected
+
+
+def _key_problems(expected: set[str], present: set[str]) -> list[str]:
     problems = []
     for label, keys in (("missing", expected - present), ("unexpected", present - expected)):
         if keys:
@@ -138,24 +199,100 @@ def _key_problems(path: Path, expected: set[str], present: set[str]) -> list[str
     return problems
 
 
-def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32, device="cpu"):
+def autoencoder_names(autoencoder: nn.Module) -> dict[str, str]:
+    """The autoencoder's names are the released ones."""
+    return {name: name for name in autoencoder.state_dict()}
+
+
+def weight_bytes(config: BagelConfig, dtype: torch.dtype) -> int:
+    """Bytes the model and autoencoder weights take in `dtype`."""
+    model, autoencoder = build_meta(config)
+    count = sum(t.numel() for module in (model, autoencoder) for t in module.state_dict().values())
+    return count * torch.empty(0, dtype=dtype).element_size()
+
+
+def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32, device="cpu", offload: bool = False):
     """Bagel and its autoencoder from a checkpoint directory in the released layout.
 
     The modules are built on the meta device (no random init), then every tensor is read from
-    `ema.safetensors` / `ae.safetensors` and cast to `dtype` on its own, so no second full copy exists.
+    `ema.safetensors` / `ae.safetensors` and cast to `dtype` on `device` on its own, so no second full
+    copy exists. On a GPU the free memory is checked first. With `offload` the decoder layers stay on
+    the CPU and each visits the GPU only while it runs (slow: every layer crosses the bus at every step).
+    """
+    directory, device = Path(directory), torch.device(device)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory not found")
+    config = load_config_dir(directory)
+    if device.type == "cuda" and not offload:
+        free, _ = torch.cuda.mem_get_info(device)
+        needed = weight_bytes(config, dtype)
+        if needed > free:
+            raise CheckpointError(
+                f"the weights need {readable_bytes(needed)} in {dtype}, but {device} has {readable_bytes(free)} free; "
+                "use --offload (slow), --dtype bfloat16, or a larger GPU"
+            )
+    home = torch.device("cpu") if offload else device
+    model, autoencoder = build_meta(config)
+    load_weights_into(model, directory / "ema.safetensors", released_names(model), dtype, home)
+    load_weights_into(autoencoder, directory / "ae.safetensors", autoencoder_names(autoencoder), dtype, device)
+    if offload:
+        offload_layers(model, device)
+    return model.eval(), autoencoder.eval()
+
+
+def readable_bytes(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def offload_layers(model: nn.Module, device: torch.device) -> None:
+    """Put everything but the decoder layers on `device`; move each layer there just for its forward."""
+
+    def visit(module, args):  # hooks return None: anything else would replace the layer's inputs
+        module.to(device)
+
+    def leave(module, args, output):
+        module.to("cpu")
+
+    for layer in model.llm.layers:
+        layer.register_forward_pre_hook(visit)
+        layer.register_forward_hook(leave)
+    for name, child in model.named_children():
+        if name != "llm":
+            child.to(device)
+    for name, child in model.llm.named_children():
+        if name != "layers":
+            child.to(device)
+
+
+def save_checkpoint(
+    model: nn.Module,
+    autoencoder: nn.Module,
+    directory: str | Path,
+    overwrite: bool = False,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write a checkpoint directory in the released layout (configs, ema.safetensors, ae.safetensors),
+    the weights in `dtype` if given (the release stores bfloat16).
+
+    Each file is written to a temporary name and renamed into place, so an interrupted save never
+    leaves a half-written file under the final name. Existing files are replaced only with `overwrite`.
     """
     directory = Path(directory)
-    config = load_config_dir(directory)
-    model, autoencoder = build_meta(config)
-    for module, file_name, names in (
-        (model, "ema.safetensors", released_names(model)),
-        (autoencoder, "ae.safetensors", {name: name for name in autoencoder.state_dict()}),
-    ):
-        path = directory / file_name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: weights file not found")
-        load_safetensors_into(module, path, names, dtype, device)
-    return model.eval(), autoencoder.eval()
+    names = {"ema.safetensors": released_names(model), "ae.safetensors": autoencoder_names(autoencoder)}
+    for file_name in names:
+        if (directory / file_name).exists() and not overwrite:
+            raise FileExistsError(f"{directory / file_name} exists; pass overwrite=True to replace it")
+    directory.mkdir(parents=True, exist_ok=True)
+    save_config_dir(model.config, directory, overwrite=overwrite)
+    for (file_name, mapping), module in zip(names.items(), (model, autoencoder)):
+        state = module.state_dict()
+        tensors = {
+            released: state[ours].detach().to("cpu", dtype or state[ours].dtype).contiguous()
+            for ours, released in mapping.items()
+        }
+        temporary = directory / f".{file_name}.tmp"
+        save_file(tensors, temporary)
+        os.replace(temporary, directory / file_name)
 
 
 def main(argv: list[str] | None = None) -> None:

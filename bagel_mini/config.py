@@ -76,6 +76,11 @@ class LLMConfig:
             raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported (Qwen2 uses 'silu')")
         if self.tie_word_embeddings:
             raise ConfigError("tie_word_embeddings=true is not supported: BAGEL unties lm_head")
+        for name in ("rope_scaling", "use_sliding_window"):
+            if self.extra.get(name):
+                raise ConfigError(
+                    f"{name}={self.extra[name]!r} is not supported (BAGEL uses plain RoPE, full attention)"
+                )
 
     @property
     def head_dim(self) -> int:

@@ -115,6 +115,10 @@ class Inferencer:
     def device(self) -> torch.device:
         return self.model.llm.embed_tokens.weight.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.llm.embed_tokens.weight.dtype
+
     def empty_context(self) -> Context:
         return Context(self.model.llm.empty_cache())
 
@@ -139,13 +143,14 @@ class Inferencer:
         position_ids = grid_position_ids(
             rows, cols, self.model.config.vit_max_num_patch_per_side, self.model.config.interpolate_pos
         ).to(self.device)
-        tokens = self.model.embed_vit(patchify(pixels.to(self.device), patch), position_ids, [rows * cols])
+        patches = patchify(pixels.to(self.device, self.dtype), patch)
+        tokens = self.model.embed_vit(patches, position_ids, [rows * cols])
         return self._add_image_block(context, tokens, is_vae=False)
 
     @torch.no_grad()
     def add_vae_image(self, context: Context, pixels: Tensor, noise: Tensor | None = None) -> Context:
         """A clean image as generation context: posterior-sampled latent (noise given or drawn), t = 0."""
-        latent = self.autoencoder.encode(pixels[None].to(self.device), noise=noise)[0]
+        latent = self.autoencoder.encode(pixels[None].to(self.device, self.dtype), noise=noise)[0]
         return self.add_vae_latent(context, latent)
 
     @torch.no_grad()
@@ -242,7 +247,7 @@ class Inferencer:
         if noise is None:
             generator = torch.Generator().manual_seed(random.randrange(2**63) if seed is None else seed)
             noise = torch.randn(h * w, config.patch_latent_dim, generator=generator)
-        x = noise.to(self.device, self.model.llm2vae.weight.dtype)
+        x = noise.to(self.device, self.dtype)
         position_ids = grid_position_ids(h, w, config.max_latent_size, config.interpolate_pos).to(self.device)
 
         text_guidance = settings.cfg_text_scale > 1.0 and no_text_context is not None
@@ -283,7 +288,7 @@ class Inferencer:
         latent = unpatchify(x, h, w, config.latent_patch_size, config.vae.z_channels)
         if not decode:
             return GeneratedImage(latent, None, records)
-        pixels = self.autoencoder.decode(latent[None].to(self.autoencoder.decoder.conv_in.weight.dtype))[0]
+        pixels = self.autoencoder.decode(latent[None])[0]
         return GeneratedImage(latent, pixels.float(), records)
 
     def join_image(self, context: Context, image: GeneratedImage, vit: bool = True) -> Context:

@@ -2,10 +2,14 @@ import shutil
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, randomize_
 from safetensors.torch import load_file, save_file
 
-from bagel_mini.checkpoint import CheckpointError, load_checkpoint
+from bagel_mini.checkpoint import CheckpointError, load_checkpoint, read_tensors, save_checkpoint
+from bagel_mini.config import ConfigError, preset
+from bagel_mini.model import Bagel
+from bagel_mini.tokenizer import BagelTokenizer
+from bagel_mini.vae import AutoEncoder
 
 PATCH_KEY = "vit_model.vision_model.embeddings.patch_embedding.weight"
 
@@ -65,8 +69,82 @@ def test_a_truncated_or_missing_weights_file_is_named(tmp_path):
     directory = copy_of_tiny(tmp_path)
     data = (directory / "ae.safetensors").read_bytes()
     (directory / "ae.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="ae.safetensors: not a readable safetensors file"):
+    with pytest.raises(
+        CheckpointError, match=r"ae.safetensors: truncated: decoder\.\S+ ends at byte \d+, the file has"
+    ):
+        load_checkpoint(directory)
+    (directory / "ae.safetensors").write_bytes(b"\xff" * 100)
+    with pytest.raises(CheckpointError, match="ae.safetensors: not a safetensors file"):
         load_checkpoint(directory)
     (directory / "ae.safetensors").unlink()
     with pytest.raises(CheckpointError, match="ae.safetensors: weights file not found"):
         load_checkpoint(directory)
+
+
+@pytest.mark.parametrize("arch", ["mot", "dense"])
+def test_a_scaled_down_preset_round_trips_exactly_in_the_released_layout(tmp_path, arch):
+    config = preset("toy", arch)
+    model, autoencoder = randomize_(Bagel(config), seed=1), randomize_(AutoEncoder(config.vae), seed=2)
+    save_checkpoint(model, autoencoder, tmp_path)
+    loaded, loaded_autoencoder = load_checkpoint(tmp_path)
+    assert loaded.config == config
+    for original, copy in ((model, loaded), (autoencoder, loaded_autoencoder)):
+        state, loaded_state = original.state_dict(), copy.state_dict()
+        assert state.keys() == loaded_state.keys()
+        assert all(torch.equal(state[name], loaded_state[name]) for name in state)
+    with pytest.raises(FileExistsError, match="ema.safetensors exists"):
+        save_checkpoint(model, autoencoder, tmp_path)
+
+
+def test_weights_are_cast_tensor_by_tensor_to_the_requested_dtype():
+    model, _ = load_checkpoint(TINY, dtype=torch.bfloat16)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
+    expected = load_file(TINY / "ema.safetensors")["connector.fc2.weight"].to(torch.bfloat16)
+    assert torch.equal(model.connector.fc2.weight, expected)
+
+
+def test_our_reader_agrees_with_the_safetensors_library():
+    path = TINY / "ema.safetensors"
+    reference = load_file(path)
+    ours = read_tensors(path, list(reference), torch.float32, "cpu")
+    assert all(torch.equal(ours[key], reference[key]) for key in reference)
+
+
+def test_missing_configs_tokenizer_or_a_non_checkpoint_directory_are_named(tmp_path):
+    directory = copy_of_tiny(tmp_path)
+    (directory / "vit_config.json").unlink()
+    with pytest.raises(ConfigError, match="vit_config.json: config file not found"):
+        load_checkpoint(directory)
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (directory / name).unlink()
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json, nor vocab.json and merges.txt"):
+        BagelTokenizer.from_dir(directory)
+    with pytest.raises(CheckpointError, match="checkpoint directory not found"):
+        load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ConfigError, match="photos/llm_config.json: config file not found"):
+        load_checkpoint(tmp_path / "photos")
+
+
+def test_offloaded_layers_give_the_same_outputs(monkeypatch):
+    from bagel_mini.inference import Inferencer
+
+    special = BagelTokenizer.from_dir(TINY).special_ids
+    outputs = []
+    for offload in (False, True):
+        model, autoencoder = load_checkpoint(TINY, offload=offload)
+        engine = Inferencer(model, autoencoder, None, special)
+        context = engine.add_text(engine.empty_context(), [5, 6, 7])
+        outputs.append(engine.generate_text(context, max_length=4).logits)
+        assert bool(model.llm.layers[0]._forward_pre_hooks) == offload
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_a_gpu_without_room_for_the_weights_is_refused_with_the_figures(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 20, 1 << 30))
+    values = sum(t.numel() for name in ("ema", "ae") for t in load_file(TINY / f"{name}.safetensors").values())
+    needed = f"{2 * values / 2**20:.1f} MiB"  # two bytes a value in bfloat16
+    with pytest.raises(
+        CheckpointError, match=rf"the weights need {needed} in torch.bfloat16, but cuda has 1.0 MiB free"
+    ):
+        load_checkpoint(TINY, dtype=torch.bfloat16, device="cuda")

@@ -130,3 +130,10 @@ def test_unknown_preset_and_arch_are_named():
         preset("huge")
     with pytest.raises(ConfigError, match="unknown arch 'moo'"):
         preset("toy", "moo")
+
+
+def test_unsupported_attention_variants_are_refused_not_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="rope_scaling=.*is not supported"):
+        read_llm_json(write_llm(tmp_path, rope_scaling={"type": "yarn", "factor": 4.0}))
+    with pytest.raises(ConfigError, match="use_sliding_window=True is not supported"):
+        read_llm_json(write_llm(tmp_path, use_sliding_window=True))
