@@ -9,7 +9,9 @@ byte-level pre-tokenizer.
 
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 SPECIAL_TOKENS = {
     "bos_token_id": "<|im_start|>",
@@ -50,6 +52,24 @@ class BagelTokenizer:
             tokenizer.decoder = decoders.ByteLevel()
             return cls(tokenizer)
         raise FileNotFoundError(f"{directory}: no tokenizer.json, nor vocab.json and merges.txt")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> "BagelTokenizer":
+        """A small byte-level BPE tokenizer for a toy world, with BAGEL's special tokens reserved first."""
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS.values()),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(texts, trainer)
+        return cls(tokenizer)
+
+    def save(self, directory: str | Path) -> None:
+        self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
 
     @property
     def vocab_size(self) -> int:

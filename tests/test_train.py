@@ -1,0 +1,170 @@
+"""train.py: exact resume (also after SIGKILL during a checkpoint write), NaN stop, DDP and FSDP2 runs."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220)}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A small dataset in the documented jsonl format: drawing and naming coloured squares."""
+    directory = tmp_path_factory.mktemp("data")
+    lines = []
+    for name, rgb in COLOURS.items():
+        image = Image.new("RGB", (32, 32), (240, 240, 240))
+        ImageDraw.Draw(image).rectangle([8, 8, 24, 24], fill=rgb)
+        image.save(directory / f"{name}.png")
+        lines.append(
+            {
+                "items": [
+                    {"text": f"a {name} square", "droppable": True},
+                    {"image": f"{name}.png", "as": "vae", "loss": True},
+                ]
+            }
+        )
+        lines.append(
+            {
+                "items": [
+                    {"image": f"{name}.png", "as": "vit"},
+                    {"text": "what colour is the square?"},
+                    {"text": name, "loss": True},
+                ]
+            }
+        )
+    (directory / "data.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    train.main(
+        ["--stage", "vae", "--data", str(directory / "data.jsonl"), "--out", str(directory / "ae"), "--max-steps", "2"]
+    )
+    return directory
+
+
+def run_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return [
+        "--data",
+        str(data / "data.jsonl"),
+        "--autoencoder",
+        str(data / "ae"),
+        "--out",
+        str(out),
+        "--tokens",
+        "160",
+        "--checkpoint-every",
+        "3",
+        "--max-steps",
+        str(steps),
+        "--warmup",
+        "2",
+        *extra,
+    ]
+
+
+def weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {name: load_file(run / "last" / f"{name}.safetensors") for name in ("model", "ema", "optimizer")}
+
+
+def assert_identical(first: Path, second: Path) -> None:
+    a, b = weights(first), weights(second)
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        assert all(torch.equal(a[name][key], b[name][key]) for key in a[name]), name
+
+
+def test_resuming_gives_bit_identical_weights(data, tmp_path):
+    train.main(run_args(data, tmp_path / "A", 3))
+    train.main(run_args(data, tmp_path / "A", 6, "--resume"))
+    train.main(run_args(data, tmp_path / "B", 6))
+    assert_identical(tmp_path / "A", tmp_path / "B")
+    assert (tmp_path / "A" / "loss.csv").read_text() == (tmp_path / "B" / "loss.csv").read_text()
+    assert (tmp_path / "A" / "loss.png").stat().st_size > 0
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly(data, tmp_path):
+    # Kill the process (SIGKILL) after the first file of the step-6 checkpoint is written.
+    killer = (
+        "import os, signal, sys; sys.path.insert(0, {root!r}); import train\n"
+        "original, calls = train.save_file, []\n"
+        "def save_then_die(*args, **kwargs):\n"
+        "    original(*args, **kwargs); calls.append(1)\n"
+        "    if len(calls) == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "train.save_file = save_then_die\n"
+        "train.main({args!r})\n"
+    ).format(root=str(ROOT), args=run_args(data, tmp_path / "A", 6))
+    killed = subprocess.run([sys.executable, "-c", killer], capture_output=True)
+    assert killed.returncode == -9
+    assert os.readlink(tmp_path / "A" / "last") == "step-000003"  # the newest complete checkpoint
+    assert (tmp_path / "A" / ".step-000006.tmp").exists()  # the half-written one never got its name
+    train.main(run_args(data, tmp_path / "A", 6, "--resume"))
+    train.main(run_args(data, tmp_path / "B", 6))
+    assert_identical(tmp_path / "A", tmp_path / "B")
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    poison = (
+        "import sys; sys.path.insert(0, {root!r}); import train\n"
+        "original, calls = train.Bagel.forward, []\n"
+        "def forward(self, *args, **kwargs):\n"
+        "    result = original(self, *args, **kwargs); calls.append(1)\n"
+        "    if len(calls) == 5: result['loss'] = result['loss'] * float('nan')\n"
+        "    return result\n"
+        "train.Bagel.forward = forward\n"
+        "train.main({args!r})\n"
+    ).format(root=str(ROOT), args=run_args(data, tmp_path / "A", 9))
+    stopped = subprocess.run([sys.executable, "-c", poison], capture_output=True, text=True)
+    assert stopped.returncode == 1
+    assert "error: the loss became nan at step 5; stopped" in stopped.stderr
+    assert os.readlink(tmp_path / "A" / "last") == "step-000003"
+
+
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
+def test_two_processes_match_one_process_with_the_same_global_batch(data, tmp_path, sharding):
+    steps = ["--dropout", "0", "0", "0", "--checkpoint-every", "4"]
+    train.main(run_args(data, tmp_path / "one", 4, "--accum", "2", *steps))
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / "two", 4, *steps, *sharding)]
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=300)
+    one, two = (load_rows(tmp_path / run / "loss.csv") for run in ("one", "two"))
+    # Steps 2-4 depend on the updated weights, so equal losses mean the updates agree as well.
+    torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "two" / "last" / "ema.safetensors").exists()  # gathered and written by process 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def load_rows(path: Path) -> torch.Tensor:
+    return torch.tensor([[float(value) for value in line.split(",")] for line in path.read_text().splitlines()[1:]])
+
+
+def test_bad_runs_are_refused_with_one_line(data, tmp_path):
+    train.main(run_args(data, tmp_path / "A", 3))
+    with pytest.raises(SystemExit, match="already holds a run; pass --resume"):
+        train.main(run_args(data, tmp_path / "A", 3))
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        train.main(run_args(data, tmp_path / "B", 3, "--resume"))
+    with pytest.raises(SystemExit, match="--autoencoder DIR is required"):
+        train.main(["--data", str(data / "data.jsonl"), "--out", str(tmp_path / "C")])
