@@ -7,9 +7,8 @@ the `tokenizers` library: `tokenizer.json`, or else `vocab.json` + `merges.txt` 
 byte-level pre-tokenizer.
 """
 
-from pathlib import Path
-
 from collections.abc import Iterable
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
