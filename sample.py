@@ -1,20 +1,27 @@
 """Sample from a BAGEL checkpoint: text to image, editing, understanding, thinking.
 
+    python sample.py                                                                    # the embedded toy model's demo
     python sample.py --checkpoint DIR --prompt "a red circle left of a blue square"     # text to image
     python sample.py --checkpoint DIR --image in.png --prompt "make the circle green"   # edit
     python sample.py --checkpoint DIR --image in.png --question "how many shapes?"     # understanding
     add --think to reason first; see --help for the sampling settings.
 
 DIR is a released checkpoint directory (llm_config.json, vit_config.json, ema.safetensors,
-ae.safetensors, tokenizer files) or one written by train.py.
+ae.safetensors, tokenizer files) or one written by train.py; without it, the toy model shipped in
+bagel_mini/default_model/ (trained by train.py on Shapes World). Without a prompt or question, the
+demo draws a grid of Shapes World prompts, edits a scene and answers questions about one.
 """
 
 import argparse
+import random
 import sys
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw
 
+import bagel_mini
+from bagel_mini import shapes_world
 from bagel_mini.checkpoint import CheckpointError, load_checkpoint
 from bagel_mini.config import ConfigError
 from bagel_mini.images import load_image
@@ -22,13 +29,16 @@ from bagel_mini.inference import ImageSettings, Inferencer
 from bagel_mini.tokenizer import BagelTokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_MODEL = Path(bagel_mini.__file__).parent / "default_model"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = ImageSettings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    task = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument(
+        "--checkpoint", default=str(DEFAULT_MODEL), help="checkpoint directory (default: the toy model)"
+    )
+    task = parser.add_mutually_exclusive_group()
     task.add_argument("--prompt", help="what to draw, or with --image the edit instruction")
     task.add_argument("--question", help="with --image: a question about it; the answer is printed")
     parser.add_argument("--image", help="input image (editing or understanding)")
@@ -53,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shift", type=float, default=defaults.timestep_shift, help="timestep shift")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--size", default="1024", help="image size: N (square) or HEIGHTxWIDTH; editing keeps the input's"
+        "--size",
+        help="image size: N (square) or HEIGHTxWIDTH; default 1024 or the model's largest; an edit keeps the input's",
     )
     parser.add_argument("--max-tokens", type=int, default=1000, help="longest answer or reasoning trace")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -68,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.question is not None and args.image is None:
         parser.error("--question needs --image")
+    if args.image is not None and args.prompt is None and args.question is None:
+        parser.error("--image needs --prompt (an edit) or --question")
     return args
 
 
@@ -108,11 +121,12 @@ def run(args: argparse.Namespace) -> None:
         cfg_renorm_type=args.cfg_renorm,
     )
     text = args.prompt if args.prompt is not None else args.question
-    if not text.strip():
+    if text is not None and not text.strip():
         raise ValueError("the prompt is empty")
     directory = Path(args.checkpoint)
     if not directory.is_dir():
-        raise ValueError(f"{directory}: checkpoint directory not found")
+        hint = " (the embedded toy model is missing: train one, see the README)" if directory == DEFAULT_MODEL else ""
+        raise ValueError(f"{directory}: checkpoint directory not found{hint}")
     image = load_image(args.image) if args.image else None
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -121,17 +135,20 @@ def run(args: argparse.Namespace) -> None:
     model, autoencoder = load_checkpoint(directory, dtype=dtype, device=device, offload=args.offload)
     tokenizer = BagelTokenizer.from_dir(directory)
     engine = Inferencer(model, autoencoder, tokenizer, tokenizer.special_ids)
+    largest = engine.vae_sizes[0]
+    size = parse_size(args.size or str(min(1024, largest)), model.config.pixels_per_latent_token)
+    torch.manual_seed(args.seed)
+    if text is None:
+        demo(engine, settings, args)
+        return
     limit = model.config.llm.max_position_embeddings
     if len(tokenizer.encode(text)) + args.max_tokens > limit:
         raise ValueError(
             f"the prompt ({len(tokenizer.encode(text))} tokens) plus --max-tokens {args.max_tokens} "
             f"exceeds the model's context of {limit} positions"
         )
-    size = parse_size(args.size, model.config.pixels_per_latent_token)
     out = None if args.question is not None else output_path(args.out, args.overwrite)
-
     items = ([image] if image is not None else []) + [text]
-    torch.manual_seed(args.seed)
     outputs = engine.interleave(
         items,
         understanding=args.question is not None,
@@ -148,6 +165,46 @@ def run(args: argparse.Namespace) -> None:
         else:
             output.save(out)
             print(f"wrote {out}")
+
+
+def demo(engine: Inferencer, settings: ImageSettings, args: argparse.Namespace) -> None:
+    """Shapes World at 64 px: a grid of prompts of GenEval's six kinds, one edit, three questions."""
+    rng, size = random.Random(args.seed), (64, 64)
+    prompts = [shapes_world.text_to_image(rng, tag=tag).prompt for tag in shapes_world.GENEVAL_TAGS]
+    drawn = [
+        engine.interleave([p], image_size=size, settings=settings, seed=args.seed + i)[0] for i, p in enumerate(prompts)
+    ]
+    grid = output_path(args.out, args.overwrite)
+    captioned_row(drawn, prompts).save(grid)
+    print(f"wrote {grid} (text to image: {'; '.join(prompts)})")
+
+    edit = shapes_world.edit(rng)
+    edited = engine.interleave([edit.source_image, edit.instruction], settings=settings, seed=args.seed)[0]
+    edit_path = output_path(str(grid.with_name(f"{grid.stem}-edit.png")), args.overwrite)
+    captioned_row([edit.source_image, edited], ["input", edit.instruction]).save(edit_path)
+    print(f"wrote {edit_path} (edit: {edit.instruction})")
+
+    for _ in range(3):
+        question = shapes_world.question(rng)
+        answer = engine.interleave([question.image, question.question], understanding=True, max_think_tokens=24)[0]
+        print(f"Q: {question.question}  A: {answer.strip()}  (truth: {question.answer})")
+
+
+def captioned_row(images: list[Image.Image], captions: list[str], scale: int = 3) -> Image.Image:
+    """Images side by side, enlarged, each with its caption underneath."""
+    side, caption_height = 64 * scale, 36
+    row = Image.new("RGB", (len(images) * (side + 8) + 8, side + caption_height + 8), "white")
+    draw = ImageDraw.Draw(row)
+    for index, (image, caption) in enumerate(zip(images, captions)):
+        left = 8 + index * (side + 8)
+        row.paste(image.convert("RGB").resize((side, side), Image.Resampling.NEAREST), (left, 8))
+        words, lines = caption.split(), [""]
+        for word in words:
+            if draw.textlength(f"{lines[-1]} {word}") > side:
+                lines.append("")
+            lines[-1] = f"{lines[-1]} {word}".strip()
+        draw.multiline_text((left, side + 12), "\n".join(lines[:2]), fill="black")
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:

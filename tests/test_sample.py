@@ -59,3 +59,10 @@ def test_missing_checkpoint_and_non_image_files_are_named(tmp_path):
     text_file.write_text("not a picture")
     with pytest.raises(SystemExit, match="notes.png: not an image file"):
         sample.main(["--checkpoint", str(TINY), "--image", str(text_file), "--prompt", "x"])
+
+
+def test_without_a_prompt_the_demo_draws_edits_and_answers(tmp_path, capsys):
+    sample.main(["--checkpoint", str(TINY), "--steps", "3", "--out", str(tmp_path / "demo.png")])
+    printed = capsys.readouterr().out
+    assert Image.open(tmp_path / "demo.png").width > Image.open(tmp_path / "demo-edit.png").width  # 6 images vs 2
+    assert f"wrote {tmp_path / 'demo-edit.png'}" in printed and printed.count("Q: ") == 3
