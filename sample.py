@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-import bagel_mini
-from bagel_mini import shapes_world
+from bagel_mini import DEFAULT_MODEL, shapes_world
 from bagel_mini.checkpoint import CheckpointError, load_checkpoint
 from bagel_mini.config import ConfigError
 from bagel_mini.images import load_image
@@ -29,7 +28,6 @@ from bagel_mini.inference import ImageSettings, Inferencer
 from bagel_mini.tokenizer import BagelTokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEFAULT_MODEL = Path(bagel_mini.__file__).parent / "default_model"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

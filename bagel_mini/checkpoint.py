@@ -292,6 +292,7 @@ def save_checkpoint(
         }
         temporary = directory / f".{file_name}.tmp"
         save_file(tensors, temporary)
+        os.chmod(temporary, 0o644)  # safetensors writes private files; weights are meant to be shared
         os.replace(temporary, directory / file_name)
 
 

@@ -385,6 +385,7 @@ def write_json_atomic(path: Path, values: dict, overwrite: bool = False) -> None
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(temporary, 0o644)  # mkstemp makes files private; a config file is meant to be read
     try:
         with os.fdopen(handle, "w") as file:
             json.dump(values, file, indent=2)

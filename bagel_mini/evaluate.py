@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bagel_mini import DEFAULT_MODEL
 from bagel_mini import shapes_world as world
 from bagel_mini.images import load_image, to_rgb
 
@@ -368,7 +369,7 @@ def _read_metadata(path: Path) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="MiniGenEval, MiniVQA and MiniEdit on Shapes World")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", metavar="DIR", help="evaluate the checkpoint in DIR")
+    source.add_argument("--checkpoint", metavar="DIR", help="evaluate the checkpoint in DIR (default: the toy model)")
     source.add_argument("--oracle", action="store_true", help="score the ground truth instead of a model")
     source.add_argument("--images", metavar="DIR", help="score the PNGs of DIR/NNNNN/samples/ (GenEval layout)")
     parser.add_argument(
@@ -398,11 +399,12 @@ def run(args: argparse.Namespace) -> dict | None:
         return oracle_scores(args.n, args.seed, args.size)
     if args.images:
         return {"geneval": image_scores(args.images), "vqa": None, "edit": None}
-    if args.checkpoint:
-        return model_scores(args.checkpoint, args.n, args.seed, args.size, args.steps, args.max_tokens)
-    raise ValueError(
-        "no embedded default model exists yet (a later issue adds one): pass --checkpoint DIR, --oracle or --images DIR"
-    )
+    checkpoint = args.checkpoint or DEFAULT_MODEL
+    if not Path(checkpoint).is_dir():
+        raise ValueError(
+            f"{checkpoint}: checkpoint directory not found; pass --checkpoint DIR, --oracle or --images DIR"
+        )
+    return model_scores(str(checkpoint), args.n, args.seed, args.size, args.steps, args.max_tokens)
 
 
 def main(argv: list[str] | None = None) -> None:

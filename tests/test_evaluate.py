@@ -221,7 +221,9 @@ def test_bad_input_ends_with_a_one_line_error_naming_it(tmp_path):
         assert message.startswith("error: ") and "\n" not in message
         return message
 
-    assert "no embedded default model exists yet" in error_of()
+    assert f"{tmp_path / 'nowhere'}: checkpoint directory not found" in error_of(
+        "--checkpoint", str(tmp_path / "nowhere")
+    )
     assert f"{tmp_path / 'missing'}: no such directory" in error_of("--images", str(tmp_path / "missing"))
     evaluate.main(["--write-prompts", str(tmp_path / "set"), "--n", "1"])
     assert "no images found" in error_of("--images", str(tmp_path / "set"))
