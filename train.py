@@ -84,6 +84,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CFG dropout probabilities",
     )
     parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="score each Nth checkpoint with MiniGenEval / MiniVQA / MiniEdit (Shapes World; 0: never)",
+    )
+    parser.add_argument(
+        "--eval-n", type=int, default=10, help="prompts per category, questions and edits per evaluation"
+    )
     parser.add_argument("--keep", type=int, default=2, help="complete checkpoints to keep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="default: cuda if available")
@@ -405,6 +414,8 @@ def train(args) -> None:
             save_run_checkpoint(out, step + 1, model, ema, autoencoder, optimizer, tokenizer, args, rank)
             if rank == 0:
                 plot_losses(log_path, out / "loss.png")
+                if args.eval_every and ((step + 1) // args.checkpoint_every) % args.eval_every == 0:
+                    evaluate_checkpoint(out, step + 1, args)
     if world > 1:
         dist.destroy_process_group()
 
@@ -496,6 +507,28 @@ def wrap_distributed(model: nn.Module, args, world: int, device) -> nn.Module:
             model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True
         )
     return torch.compile(model) if args.compile else model
+
+
+def evaluate_checkpoint(out: Path, step: int, args) -> None:
+    """Score the EMA weights just saved on Shapes World and append the scores to OUT/eval.csv."""
+    from bagel_mini.evaluate import model_scores
+
+    scores = model_scores(str(out / "last"), args.eval_n, seed=0, image_size=args.image_size, steps=25, max_tokens=32)
+    row = {
+        "step": step,
+        **{f"geneval_{k}": v for k, v in scores["geneval"].items()},
+        "vqa": scores["vqa"],
+        "edit": scores["edit"],
+    }
+    path = out / "eval.csv"
+    if not path.exists():
+        path.write_text(",".join(row) + "\n")
+    append_log_row(path, list(row.values()))
+    print(
+        f"step {step}: MiniGenEval {scores['geneval']['overall']:.3f}, MiniVQA {scores['vqa']:.3f}, "
+        f"MiniEdit {scores['edit']:.3f}",
+        file=sys.stderr,
+    )
 
 
 def keep_log_rows(path: Path, step: int) -> None:

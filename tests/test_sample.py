@@ -66,3 +66,10 @@ def test_without_a_prompt_the_demo_draws_edits_and_answers(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert Image.open(tmp_path / "demo.png").width > Image.open(tmp_path / "demo-edit.png").width  # 6 images vs 2
     assert f"wrote {tmp_path / 'demo-edit.png'}" in printed and printed.count("Q: ") == 3
+
+
+def test_with_no_arguments_the_embedded_model_runs_the_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sample.main([])
+    assert Image.open(tmp_path / "sample.png").size[0] > 6 * 64 and (tmp_path / "sample-edit.png").exists()
+    assert capsys.readouterr().out.count("Q: ") == 3

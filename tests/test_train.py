@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -133,27 +132,13 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data, tmp_
 def test_two_processes_match_one_process_with_the_same_global_batch(data, tmp_path, sharding):
     steps = ["--dropout", "0", "0", "0", "--checkpoint-every", "4"]
     train.main(run_args(data, tmp_path / "one", 4, "--accum", "2", *steps))
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
     command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / "two", 4, *steps, *sharding)]
     subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=300)
     one, two = (load_rows(tmp_path / run / "loss.csv") for run in ("one", "two"))
     # Steps 2-4 depend on the updated weights, so equal losses mean the updates agree as well.
     torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "two" / "last" / "ema.safetensors").exists()  # gathered and written by process 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def load_rows(path: Path) -> torch.Tensor:
@@ -168,3 +153,11 @@ def test_bad_runs_are_refused_with_one_line(data, tmp_path):
         train.main(run_args(data, tmp_path / "B", 3, "--resume"))
     with pytest.raises(SystemExit, match="--autoencoder DIR is required"):
         train.main(["--data", str(data / "data.jsonl"), "--out", str(tmp_path / "C")])
+
+
+def test_periodic_evaluation_writes_the_scores(data, tmp_path):
+    train.main(run_args(data, tmp_path / "A", 3, "--eval-every", "1", "--eval-n", "1"))
+    header, row = (tmp_path / "A" / "eval.csv").read_text().splitlines()
+    assert header.split(",")[:2] == ["step", "geneval_single_object"] and header.endswith("vqa,edit")
+    values = [float(value) for value in row.split(",")]
+    assert values[0] == 3 and all(0 <= value <= 1 for value in values[1:])
