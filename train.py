@@ -274,17 +274,17 @@ def load_run_checkpoint(directory: Path, model, ema, optimizer) -> int:
     for key, value in load_file(directory / "optimizer.safetensors").items():
         fqn, name = key.rsplit(".", 1)
         state.setdefault(fqn, {})[name] = value
-    groups = get_optimizer_state_dict(model, optimizer, options=FULL)["param_groups"]
+    groups = get_optimizer_state_dict(model, optimizer)["param_groups"]  # names of every rank's parameters
     set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=FULL)
     return json.loads((directory / "state.json").read_text())["step"]
 
 
 def distribute_like(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`source` laid out as `target`: this process's shard under FSDP, the whole tensor otherwise."""
+    """`source` laid out as `target`: sharded like it under FSDP (a DTensor), the whole tensor otherwise."""
     if hasattr(target, "device_mesh"):
         from torch.distributed.tensor import distribute_tensor
 
-        return distribute_tensor(source.to(target.device), target.device_mesh, target.placements).to_local()
+        return distribute_tensor(source.to(target.device), target.device_mesh, target.placements)
     return source
 
 

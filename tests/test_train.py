@@ -161,3 +161,12 @@ def test_periodic_evaluation_writes_the_scores(data, tmp_path):
     assert header.split(",")[:2] == ["step", "geneval_single_object"] and header.endswith("vqa,edit")
     values = [float(value) for value in row.split(",")]
     assert values[0] == 3 and all(0 <= value <= 1 for value in values[1:])
+
+
+def test_an_fsdp2_run_resumes_bit_identically(data, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    fsdp = ["--fsdp", "--dropout", "0", "0", "0", "--checkpoint-every", "2"]
+    for out, steps, extra in (("A", 2, []), ("A", 4, ["--resume"]), ("B", 4, [])):
+        command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / out, steps, *fsdp, *extra)]
+        subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=300)
+    assert_identical(tmp_path / "A", tmp_path / "B")
