@@ -39,7 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
 from tqdm import tqdm
 
 from bagel_mini.cfg import ConditionDropout
-from bagel_mini.checkpoint import autoencoder_names, load_checkpoint, load_weights_into, save_checkpoint
+from bagel_mini.checkpoint import autoencoder_names, load_model_weights, load_weights_into, save_checkpoint
 from bagel_mini.config import ConfigError, load_config_dir, preset, save_config_dir, write_json_atomic
 from bagel_mini.images import load_image, resize_for_encoder, to_tensor
 from bagel_mini.model import Bagel
@@ -265,7 +265,7 @@ def save_run_checkpoint(out: Path, step: int, model, ema, autoencoder, optimizer
 def load_run_checkpoint(directory: Path, model, ema, optimizer) -> int:
     """Restore weights, EMA and optimiser from a checkpoint of this script; returns its step."""
     set_model_state_dict(model, load_file(directory / "model.safetensors"), options=FULL)
-    ema_weights = load_checkpoint(directory)[0].state_dict()
+    ema_weights = load_model_weights(directory, model.config)
     with torch.no_grad():
         for name, tensor in ema.items():
             source = ema_weights[name]
@@ -361,7 +361,7 @@ def train(args) -> None:
     model = Bagel(config)
     init_weights(model)
     if args.init and not args.resume:
-        model.load_state_dict(load_checkpoint(args.init)[0].state_dict())
+        model.load_state_dict(load_model_weights(args.init, config))
     model.to(device)
     set_trainable(model, args.stage)
     wrapped = wrap_distributed(model, args, world, device)

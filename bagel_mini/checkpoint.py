@@ -24,7 +24,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bagel_mini.config import BagelConfig, load_config_dir, preset, save_config_dir
+from bagel_mini.model import Bagel
 from bagel_mini.siglip import conv_to_linear_weight
+from bagel_mini.vae import AutoEncoder
 
 _LAYER = r"llm\.layers\.(\d+)\."
 _RELEASED_LAYER = r"language_model.model.layers.\1."
@@ -82,8 +84,6 @@ def released_names(model: nn.Module) -> dict[str, str]:
 
 def build_meta(config: BagelConfig):
     """The Bagel model and its autoencoder on the meta device: shapes only, no memory, no init."""
-    from bagel_mini.model import Bagel
-    from bagel_mini.vae import AutoEncoder
 
     with torch.device("meta"):
         return Bagel(config), AutoEncoder(config.vae)
@@ -135,14 +135,17 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, data_start
 
 
-def read_tensors(path: Path, keys: list[str], dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+def read_tensors(
+    path: Path, keys: list[str], dtype: torch.dtype, device, header: tuple[dict, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Read `keys` through a memory map, each cast to `dtype` on `device` on its own.
 
     As soon as a tensor is copied, its pages are dropped from the map, so the process holds the loaded
     weights plus at most one tensor as it is in the file: peak memory stays near the final size. (The
     safetensors library's reader keeps every page it touched mapped until the file is closed.)
+    `header` is `read_header(path)` when the caller has read it already.
     """
-    header, data_start = read_header(path)
+    header, data_start = header or read_header(path)
     page = mmap.PAGESIZE
     tensors = {}
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
@@ -167,7 +170,7 @@ def load_weights_into(module: nn.Module, path: Path, names: dict[str, str], dtyp
     """
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
-    header, _ = read_header(path)
+    header, data_start = read_header(path)
     expected = {released: ours for ours, released in names.items()}
     shapes = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
     problems = _key_problems(set(expected), set(header))
@@ -177,7 +180,7 @@ def load_weights_into(module: nn.Module, path: Path, names: dict[str, str], dtyp
             problems.append(f"{released}: shape {stored} in the file, {shapes[ours]} expected")
     if problems:
         raise CheckpointError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:8]))
-    tensors = read_tensors(path, list(expected), dtype, device)
+    tensors = read_tensors(path, list(expected), dtype, device, header=(header, data_start))
     state = {}
     for released, ours in expected.items():
         tensor = tensors.pop(released)
@@ -204,10 +207,9 @@ def autoencoder_names(autoencoder: nn.Module) -> dict[str, str]:
     return {name: name for name in autoencoder.state_dict()}
 
 
-def weight_bytes(config: BagelConfig, dtype: torch.dtype) -> int:
-    """Bytes the model and autoencoder weights take in `dtype`."""
-    model, autoencoder = build_meta(config)
-    count = sum(t.numel() for module in (model, autoencoder) for t in module.state_dict().values())
+def weight_bytes(modules: tuple[nn.Module, ...], dtype: torch.dtype) -> int:
+    """Bytes the modules' weights take in `dtype`."""
+    count = sum(t.numel() for module in modules for t in module.state_dict().values())
     return count * torch.empty(0, dtype=dtype).element_size()
 
 
@@ -222,22 +224,30 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32, d
     directory, device = Path(directory), torch.device(device)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
-    config = load_config_dir(directory)
+    model, autoencoder = build_meta(load_config_dir(directory))
     if device.type == "cuda" and not offload:
         free, _ = torch.cuda.mem_get_info(device)
-        needed = weight_bytes(config, dtype)
+        needed = weight_bytes((model, autoencoder), dtype)
         if needed > free:
             raise CheckpointError(
                 f"the weights need {readable_bytes(needed)} in {dtype}, but {device} has {readable_bytes(free)} free; "
                 "use --offload (slow), --dtype bfloat16, or a larger GPU"
             )
     home = torch.device("cpu") if offload else device
-    model, autoencoder = build_meta(config)
     load_weights_into(model, directory / "ema.safetensors", released_names(model), dtype, home)
     load_weights_into(autoencoder, directory / "ae.safetensors", autoencoder_names(autoencoder), dtype, device)
     if offload:
         offload_layers(model, device)
     return model.eval(), autoencoder.eval()
+
+
+def load_model_weights(directory: str | Path, config: BagelConfig) -> dict[str, torch.Tensor]:
+    """The Bagel weights of a checkpoint directory (its `ema.safetensors`) by our names, in float32 on
+    the CPU, without the autoencoder."""
+    with torch.device("meta"):
+        model = Bagel(config)
+    load_weights_into(model, Path(directory) / "ema.safetensors", released_names(model), torch.float32, "cpu")
+    return model.state_dict()
 
 
 def readable_bytes(count: int) -> str:

@@ -93,8 +93,10 @@ def test_a_finished_image_joins_the_context_and_generation_continues(engine):
     assert joined.images == 2 and joined.position == context.position + 2
     vit_side = engine.vit_sizes[1] // 14  # the 32 px image is enlarged to the ViT's minimum size (224 px here)
     assert joined.length == context.length + (4 + 2) + (vit_side**2 + 2)  # its VAE block, then its ViT block
-    answer = engine.generate_text(engine.add_text(joined, "what colour?"), max_length=5)
-    assert len(answer.ids) <= 4
+    # The question now reads the image: its answer differs from the same question without it.
+    with_image = engine.generate_text(engine.add_text(joined, "what colour?"), max_length=5)
+    without = engine.generate_text(engine.add_text(context, "what colour?"), max_length=5)
+    assert not torch.allclose(with_image.logits[0], without.logits[0])
     follow_up = engine.generate_image(engine.add_text(joined, "now a blue one"), (32, 32), settings=FAST, seed=1)
     assert follow_up.pixels.shape == (3, 32, 32)
 
