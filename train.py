@@ -1,6 +1,7 @@
 """Train BAGEL (paper section 3 and Table 3), from a toy on a laptop CPU to the 7B on GPUs.
 
     python train.py --stage vae --out runs/ae                      # a small FLUX-style autoencoder (toy presets)
+    python train.py --stage vae --autoencoder runs/ae --decoder-only --out runs/ae2   # sharpen its decoder
     python train.py --autoencoder runs/ae --out runs/toy            # Bagel on Shapes World, MoT
     python train.py --autoencoder runs/ae --out runs/toy --resume   # continue exactly where it stopped
     torchrun --nproc_per_node 2 train.py ... [--fsdp]               # DDP, or FSDP2 for big models
@@ -38,8 +39,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from tqdm import tqdm
 
+from bagel_mini import checkpoint
 from bagel_mini.cfg import ConditionDropout
-from bagel_mini.checkpoint import autoencoder_names, load_model_weights, load_weights_into, save_checkpoint
+from bagel_mini.checkpoint import load_model_weights, save_checkpoint
 from bagel_mini.config import ConfigError, load_config_dir, preset, save_config_dir, write_json_atomic
 from bagel_mini.images import load_image, resize_for_encoder, to_tensor
 from bagel_mini.model import Bagel
@@ -63,7 +65,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="align: connector only; pretrain; continue: higher resolution and shift; sft; vae: the autoencoder",
     )
     parser.add_argument("--init", help="start from this checkpoint directory's EMA weights (e.g. the previous stage)")
-    parser.add_argument("--autoencoder", help="directory with ae.safetensors and bagel_config.json (--stage vae)")
+    parser.add_argument(
+        "--autoencoder",
+        help="directory with ae.safetensors and bagel_config.json (with --stage vae: the autoencoder to start from)",
+    )
+    parser.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="--stage vae: train only the decoder of --autoencoder, keeping its latents (and Bagels trained on them)",
+    )
     parser.add_argument("--data", default="shapes", help="'shapes' (Shapes World) or a .jsonl file")
     parser.add_argument("--image-size", type=int, default=64, help="Shapes World image size")
     parser.add_argument("--max-steps", type=int, default=2000)
@@ -308,13 +318,7 @@ def setup_distributed(args) -> tuple[int, int, torch.device]:
 def load_autoencoder(directory: str | None, device) -> AutoEncoder:
     if directory is None:
         raise ConfigError("--autoencoder DIR is required: train one first with `python train.py --stage vae --out DIR`")
-    ae_config = load_config_dir(directory).vae
-    with torch.device("meta"):
-        autoencoder = AutoEncoder(ae_config)
-    load_weights_into(
-        autoencoder, Path(directory) / "ae.safetensors", autoencoder_names(autoencoder), torch.float32, device
-    )
-    return autoencoder.eval().requires_grad_(False)
+    return checkpoint.load_autoencoder(directory, torch.float32, device)
 
 
 def encode_images(autoencoder: AutoEncoder, images: list[torch.Tensor], generator: torch.Generator, device):
@@ -426,14 +430,24 @@ def train_autoencoder(args) -> None:
     The loss is pixel MSE plus a small KL term (the FLUX AE also used perceptual and adversarial
     losses; this is enough for flat synthetic shapes). At the end the latent statistics give
     `shift_factor` and `scale_factor`, so that scaled latents have zero mean and unit variance, as
-    BAGEL's flow expects.
+    BAGEL's flow expects. With --autoencoder it starts from that autoencoder; with --decoder-only the
+    encoder, and so the latent space, stays as it was: a Bagel already trained on it gets sharper images
+    without retraining.
     """
     out = Path(args.out)
     if (out / "ae.safetensors").exists() and not args.resume:
         raise FileExistsError(f"{out / 'ae.safetensors'} exists; choose another --out")
+    if args.decoder_only and not args.autoencoder:
+        raise ConfigError("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
     _, _, device = setup_distributed(args)
     torch.manual_seed(args.seed)
     config = preset(args.preset, args.arch)
+    if args.autoencoder:
+        autoencoder = load_autoencoder(args.autoencoder, device).train().requires_grad_(True)
+        config.vae = autoencoder.config
+    else:
+        autoencoder = AutoEncoder(config.vae).to(device)
+    autoencoder.encoder.requires_grad_(not args.decoder_only)
     stride = config.pixels_per_latent_token
     data = make_data(
         args,
@@ -441,8 +455,8 @@ def train_autoencoder(args) -> None:
         (stride, stride, stride),
         (stride * config.max_latent_size, stride, stride),
     )
-    autoencoder = AutoEncoder(config.vae).to(device)
-    optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    trainable = [p for p in autoencoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     progress = tqdm(range(args.max_steps), desc="autoencoder")
     for step in progress:
         for group in optimizer.param_groups:
@@ -455,15 +469,16 @@ def train_autoencoder(args) -> None:
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         loss = mse + 1e-4 * kl
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(autoencoder.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         progress.set_postfix(mse=f"{mse.item():.5f}", kl=f"{kl.item():.3f}")
-    with torch.no_grad():
-        images = torch.cat([training_images(data, random.Random(-i), count=16) for i in range(4)])
-        mean, _ = autoencoder.encoder(images.to(device)).chunk(2, dim=1)
-    autoencoder.config.shift_factor = mean.mean().item()
-    autoencoder.config.scale_factor = 1.0 / (mean - mean.mean()).std().item()
+    if not args.decoder_only:  # a new latent space: measure its statistics (a kept encoder keeps its own)
+        with torch.no_grad():
+            images = torch.cat([training_images(data, random.Random(-i), count=16) for i in range(4)])
+            mean, _ = autoencoder.encoder(images.to(device)).chunk(2, dim=1)
+        autoencoder.config.shift_factor = mean.mean().item()
+        autoencoder.config.scale_factor = 1.0 / (mean - mean.mean()).std().item()
     config.vae = autoencoder.config
     out.mkdir(parents=True, exist_ok=True)
     temporary = out / ".ae.safetensors.tmp"

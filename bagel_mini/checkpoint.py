@@ -241,6 +241,17 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32, d
     return model.eval(), autoencoder.eval()
 
 
+def load_autoencoder(directory: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> AutoEncoder:
+    """Only the autoencoder of a checkpoint directory (`ae.safetensors`; its parameters from the configs), frozen."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: autoencoder directory not found")
+    with torch.device("meta"):
+        autoencoder = AutoEncoder(load_config_dir(directory).vae)
+    load_weights_into(autoencoder, directory / "ae.safetensors", autoencoder_names(autoencoder), dtype, device)
+    return autoencoder.eval().requires_grad_(False)
+
+
 def load_model_weights(directory: str | Path, config: BagelConfig) -> dict[str, torch.Tensor]:
     """The Bagel weights of a checkpoint directory (its `ema.safetensors`) by our names, in float32 on
     the CPU, without the autoencoder."""

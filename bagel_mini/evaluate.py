@@ -26,6 +26,7 @@ GenEval draws four images per prompt; we score one per prompt (--n prompts per c
     python -m bagel_mini.evaluate --checkpoint DIR --json       # a model
     python -m bagel_mini.evaluate --write-prompts DIR           # GenEval's folder layout, for any model
     python -m bagel_mini.evaluate --images DIR                  # score DIR/NNNNN/samples/*.png
+    python -m bagel_mini.evaluate --autoencoder DIR             # the ceiling DIR's autoencoder leaves a model
 """
 
 import argparse
@@ -290,6 +291,29 @@ def oracle_scores(n: int, seed: int, image_size: int = 64) -> dict:
     return {"geneval": geneval_scores(geneval), "vqa": vqa_accuracy(truths, truths), "edit": sum(edited) / n}
 
 
+def autoencoder_scores(directory: str, n: int, seed: int, image_size: int = 64) -> dict:
+    """The scores of the ground truth after a round trip through an autoencoder (encode to the posterior
+    mean, decode). A Bagel that uses this autoencoder cannot draw better than that, so the scores tell a
+    weak autoencoder from a weak model."""
+    import torch
+
+    from bagel_mini.checkpoint import load_autoencoder
+    from bagel_mini.images import to_tensor
+    from bagel_mini.inference import GeneratedImage
+
+    autoencoder = load_autoencoder(directory)
+
+    def round_trip(image: Image.Image) -> Image.Image:
+        with torch.no_grad():
+            latent = autoencoder.encode_mean(to_tensor(to_rgb(image))[None])
+            return GeneratedImage(latent[0], autoencoder.decode(latent)[0]).to_pil()
+
+    prompts, _, edits = benchmark(n, seed, image_size)
+    geneval = [(t.metadata["tag"], geneval_correct(detect(round_trip(t.image)), t.metadata)) for t in prompts]
+    edited = [edit_correct(round_trip(e.target_image), e.target) for e in edits]
+    return {"geneval": geneval_scores(geneval), "vqa": None, "edit": sum(edited) / n}
+
+
 def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int, max_tokens: int) -> dict:
     """The scores of a checkpoint: it draws every prompt, answers every question and makes every edit."""
     import torch
@@ -372,6 +396,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--checkpoint", metavar="DIR", help="evaluate the checkpoint in DIR (default: the toy model)")
     source.add_argument("--oracle", action="store_true", help="score the ground truth instead of a model")
     source.add_argument("--images", metavar="DIR", help="score the PNGs of DIR/NNNNN/samples/ (GenEval layout)")
+    source.add_argument(
+        "--autoencoder", metavar="DIR", help="score the ground truth after a round trip through DIR's autoencoder"
+    )
     parser.add_argument(
         "--write-prompts", metavar="DIR", help="write the prompts in GenEval's layout (with --oracle: and the renders)"
     )
@@ -399,6 +426,8 @@ def run(args: argparse.Namespace) -> dict | None:
         return oracle_scores(args.n, args.seed, args.size)
     if args.images:
         return {"geneval": image_scores(args.images), "vqa": None, "edit": None}
+    if args.autoencoder:
+        return autoencoder_scores(args.autoencoder, args.n, args.seed, args.size)
     checkpoint = args.checkpoint or DEFAULT_MODEL
     if not Path(checkpoint).is_dir():
         raise ValueError(

@@ -170,3 +170,19 @@ def test_an_fsdp2_run_resumes_bit_identically(data, tmp_path):
         command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / out, steps, *fsdp, *extra)]
         subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=300)
     assert_identical(tmp_path / "A", tmp_path / "B")
+
+
+def test_decoder_only_training_keeps_the_encoder_and_its_latent_statistics(data, tmp_path):
+    start = data / "ae"
+    args = ["--stage", "vae", "--data", str(data / "data.jsonl"), "--max-steps", "2", "--lr", "1e-2"]
+    train.main([*args, "--autoencoder", str(start), "--decoder-only", "--out", str(tmp_path / "dec")])
+    before, after = load_file(start / "ae.safetensors"), load_file(tmp_path / "dec" / "ae.safetensors")
+    assert before.keys() == after.keys()
+    for key in before:
+        if key.startswith("encoder."):
+            assert torch.equal(before[key], after[key]), f"{key} changed"
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    old, new = (json.loads((d / "bagel_config.json").read_text())["ae_params"] for d in (start, tmp_path / "dec"))
+    assert (new["scale_factor"], new["shift_factor"]) == (old["scale_factor"], old["shift_factor"])
+    with pytest.raises(SystemExit, match="--decoder-only needs --autoencoder DIR"):
+        train.main([*args, "--decoder-only", "--out", str(tmp_path / "none")])
