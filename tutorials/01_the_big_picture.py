@@ -4,7 +4,8 @@
 # We follow one training sample from Shapes World to the two numbers BAGEL learns from. An edit ("make
 # the blue cross purple") becomes a list of items; the items are packed, together with a second sample,
 # into one sequence of tokens; every token goes to the understanding or the generation expert; and the
-# model returns a cross-entropy loss on text and a mean squared error on the velocity of the noised image.
+# model returns a cross-entropy loss on text and a mean squared error on the velocity of the noised image
+# (the direction from image to noise that the model predicts, tutorial 04).
 # Paper: section 2.1 and Figure 2 (the model), section 2.4 (sequence packing).
 #
 # Runs in about 6 s on a 2-core CPU; `BAGEL_FAST=1` for a quick pass.
@@ -40,10 +41,12 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 #
 # `bagel_mini/default_model/` holds a `toy` model: a Qwen2-style decoder of 4 layers and width 128, with a
 # second set of weights in every layer for the generation expert (Mixture of Transformers, tutorial 02),
-# a small SigLIP encoder for images it must understand, and a small FLUX-style autoencoder for images
-# it must draw. It was trained for 46 minutes on a laptop CPU and is weak (the README's section "The
-# embedded toy model": it answers easy colour questions, but draws blobs). We use it so that the losses
-# below are those of a model that has seen Shapes World, not of random weights.
+# a small SigLIP encoder (a vision transformer, ViT, that turns image patches into tokens) for images it
+# must understand, and a small FLUX-style autoencoder (VAE: it compresses an image into a small grid of
+# latents and back) for images it must draw. It was trained for 46 minutes on a laptop CPU and is weak
+# (the README's section "The embedded toy model": it answers some easy colour questions, but draws
+# blobs). We use it so that the losses below are those of a model that has seen Shapes World, not of
+# random weights.
 
 # %%
 model, autoencoder = load_checkpoint(bagel_mini.DEFAULT_MODEL)
@@ -111,7 +114,8 @@ print([type(item).__name__ for item in question_sample])
 # then 2x2 latent patches make one token). We switch CFG dropout off here so every item stays.
 #
 # Each item becomes one *split* with an attention mode (tutorial 03): `causal` for text, `full` for a
-# clean image, `noise` for the noised target. RoPE positions restart in every sample; all tokens of an
+# clean image, `noise` for the noised target. RoPE positions (rotary position embedding: the index
+# attention uses to know where a token sits) restart in every sample; all tokens of an
 # image share one position; the next block starts one higher, except after a noised target, which leaves
 # the position where it was (a clean copy of the same image may follow it and share it).
 
@@ -179,7 +183,7 @@ start = 0
 for size, name in zip([size for splits in batch.splits for size, _ in splits], names):
     narrow = size < 8  # a short split gets its label one line higher, clear of its neighbours'
     ax.text(start + size / 2, 1.1 if narrow else 0.5, name, ha="center", va="bottom", fontsize=8)
-    ax.axvline(start - 0.5, color="black", linewidth=0.5)
+    ax.axvline(start - 0.5, ymax=0.68, color="black", linewidth=0.5)  # below the labels
     start += size
 ax.axvline(batch.sample_lengths[0] - 0.5, color="black", linewidth=2.5)
 ax.set_title("sample 0: the edit  |  sample 1: the question", fontsize=9, loc="left")
@@ -227,12 +231,17 @@ print(f"per-token CE {tuple(out['ce'].shape)}, per-value MSE {tuple(out['mse'].s
 
 # %% [markdown]
 # What does the CE measure? At each CE row the model gives a distribution over the next token. Below, the
-# target and the model's most likely token, with its cross-entropy. The velocity loss is shown as an
-# image: from the noised latent `x_t` and the predicted velocity `v`, one Euler step straight to t = 0
-# (`flow.euler_step`) gives the model's guess of the clean latent, which the autoencoder decodes. Most of
-# the target can be copied from the source image in the context, so the guess looks close; the toy
-# autoencoder itself softens the shapes (a cross loses its corners), and the edited object is where a
-# weak model goes wrong first. Sampling an image (tutorial 04) takes many small steps instead of one.
+# target and the model's most likely token, with its cross-entropy: given the true answer so far
+# ("teacher forcing"), it is sure of "reen" after "g" and of the end of the answer, but its first guess for
+# the cross's colour is "yellow": a high CE on that token.
+#
+# The velocity loss is shown as an image: from the noised latent `x_t` and the predicted velocity `v`, one
+# Euler step straight to t = 0 (`flow.euler_step`) gives the model's guess of the clean latent, which the
+# autoencoder decodes. Most of the target can be copied from the source image in the context, and the
+# guess does keep the layout, the background and the circle and triangle; the toy autoencoder softens the
+# shapes (a cross loses its corners). But the weak model has painted *both* crosses purple, the red one
+# too, and the MSE map is brightest exactly there. Sampling an image (tutorial 04) takes many small steps
+# instead of one.
 
 # %%
 with torch.no_grad():
@@ -287,6 +296,7 @@ for packed in pack_by_budget(samples, train_config, max_tokens=512, rng=stream_r
 
 # %% [markdown]
 # Each sequence holds several samples of different lengths. A sequence ends when the next sample would
-# not fit the budget, so it may be shorter than 512 tokens, but nothing in it is padding. The rest of the
+# not fit the budget, so it may be shorter than 512 tokens; and the budget counts each sample before CFG
+# dropout, so a dropped item shortens it further. Nothing in it is padding. The rest of the
 # tutorials open the pieces one by one: the two experts (02), the attention mask that keeps samples and
 # noised images apart (03), and so on.

@@ -41,14 +41,15 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # ## Four parts per layer, and who owns them
 #
 # A Qwen2 decoder layer has four parts: a norm before attention, the attention weights (q/k/v/o
-# projections and the q/k norms), a norm before the MLP, and the MLP. The three variants differ only in
-# which parts the generation expert has its own copy of (`mot.GENERATION_PARTS`):
+# projections, plus the q/k norms BAGEL adds to Qwen2), a norm before the MLP, and the MLP. The three
+# variants differ only in which parts the generation expert has its own copy of (`mot.GENERATION_PARTS`):
 #
 # - **dense**: none, every token uses the same weights (a plain transformer);
 # - **MoE**: the MLP (plus a final norm), so attention weights are shared;
 # - **MoT** (BAGEL): all four parts (plus a final norm): two full transformers that share one attention.
 #
-# Unlike a learned Mixture of Experts, the routing is fixed by the token's modality, not by a router.
+# In all three variants the routing is fixed by the token's modality; there is no learned router as in a
+# classic Mixture of Experts.
 
 # %%
 print("parts of a layer:", mot.PARTS)

@@ -106,8 +106,9 @@ print("rows that see its clean copy:  ", mask[:, clean_columns].any(1).nonzero()
 # When BAGEL generates an image inside a longer sample, it learns to denoise the noised copy, and what
 # comes after the image is conditioned on a *clean* copy (the pattern above; `navit.py` gives both copies
 # the same position). That matches inference, where a finished image joins the context clean
-# (`Inferencer.join_image`). If later tokens could also read the noised tokens, they would learn to use an
-# input that never exists at inference, and their outputs would depend on a random noise draw.
+# (`Inferencer.join_image`, tutorial 08). If later tokens could also read the noised tokens, they would
+# learn to use an input that never exists at inference, and their outputs would depend on a random noise
+# draw.
 #
 # We can show the second point with the embedded toy model (weak, see the README; any weights would do
 # here). We build such a sample from a Shapes World video: a caption, the first frame as a noised target
@@ -153,7 +154,7 @@ for name, splits in [("real mask", batch.splits), ("leaky mask", leaky_splits)]:
 # %% [markdown]
 # With the real mask only the noised first frame itself (with its two markers) depends on its noise. With
 # the leaky mask every later token does too: the clean copy, the text and the second frame. (Diffusion
-# forcing, `diffusion_forcing.py`, is the deliberate exception: there a later frame conditions on noised
+# forcing, `diffusion_forcing.py` and tutorial 05, is the deliberate exception: there a later frame conditions on noised
 # earlier frames, so those frames are marked `full`, not `noise`.)
 
 # %%
@@ -183,7 +184,8 @@ fig
 #
 # In training many samples share one sequence. Here is a sequence packed from a stream of Shapes World
 # tasks under a token budget, the way `train.py` packs them. The dense mask is an `(L, L)` boolean
-# matrix, the readable reference and what the CPU uses (SDPA takes it directly).
+# matrix, the readable reference and what the CPU uses (PyTorch's `scaled_dot_product_attention`, SDPA,
+# takes it directly).
 
 # %%
 world = iter(shapes_world.ShapesWorld(seed=0))
@@ -206,7 +208,7 @@ print(f"the mask allows {dense.float().mean():.1%} of all (query, key) pairs")
 # %%
 print(inspect.getsource(attention.flex_block_mask))
 block_mask = attention.flex_block_mask(packed.splits)
-print(f"{block_mask.BLOCK_SIZE} blocks; FlexAttention skips {block_mask.sparsity():.0f}% of them")
+print(f"{block_mask.BLOCK_SIZE} blocks; FlexAttention skips {block_mask.sparsity():.0f}% of the (query, key) area")
 
 # %% [markdown]
 # Do the two agree? First block by block: every block the `BlockMask` skips must be all False in the dense
@@ -267,11 +269,14 @@ fig.savefig(FIGURES / "03_packed_flex.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# Unshaded blocks are skipped. None is full here: our toy images (16 VAE or 64 ViT tokens) and texts are
-# smaller than a block, whereas a 1024x1024 image has 4,096 VAE tokens and most of its blocks are full.
+# Unshaded blocks are skipped. None is full here: a block is full only when all its 128 query rows see all
+# its 128 key columns, which needs a sample well over 128 tokens long with no causal part in the block;
+# our toy samples are at most about 170 tokens with causal text, whereas a 1024x1024 image alone has
+# 4,096 VAE tokens and most of its blocks are full.
 # The block-diagonal shape comes from keeping samples apart; inside each sample the staircases are causal
 # text and the squares are images. The longer the packed sequence and the more samples it holds, the
 # larger the share of blocks FlexAttention can skip.
 #
-# At inference the same rule appears in its cached form: a new block of tokens reads the whole KV cache
-# (`attention.context_mask`), and a noised image being generated reads the cache without ever joining it.
+# At inference (tutorial 08) the same rule appears in its cached form: a new block of tokens reads the
+# whole KV cache (`attention.context_mask`), and a noised image being generated reads the cache without
+# ever joining it.

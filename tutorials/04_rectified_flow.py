@@ -178,8 +178,8 @@ fig
 # data (right); each title gives the share of points that land within 0.45 of a cluster centre.
 # With very few steps the straight Euler moves cut the bends of the paths and smear the clusters;
 # more steps follow them. On this 2-D toy, trained without shift, shifting the sampling grid only
-# hurts: it spends the few steps near the noise and leaves one big jump for the end. The shift pays off
-# on images, as the next section shows.
+# hurts: it spends the few steps near the noise and leaves one big jump for the end. The next section
+# shows why images are different.
 
 
 # %%
@@ -264,8 +264,9 @@ fig
 # ## The model's own Euler trajectory
 #
 # Finally the real sampler: `Inferencer.generate_image` (inference.py) reads the prompt from the KV
-# cache and takes Euler steps on `sampling_schedule` with the official shift of 3 (the toy model was
-# trained with shift 1), with classifier-free guidance against a context without the text. With
+# cache (the stored keys and values of the context, tutorial 08) and takes Euler steps on
+# `sampling_schedule` with the official shift of 3 (the toy model was trained with shift 1), with
+# classifier-free guidance against a context without the text (tutorial 07). With
 # `trace=True` it returns, for every step, the `t`, the current `x_t` and the guided velocity `v`.
 # Two rows are worth seeing: the decoded `x_t` itself, and the model's current guess of the clean
 # image, `x_t - t v` (follow the straight line to `t = 0` with the velocity predicted now). It draws

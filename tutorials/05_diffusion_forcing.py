@@ -38,8 +38,8 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # ## A Shapes World video
 #
 # Shapes World's `video` task draws 3 or 4 frames; between two frames one object moves one step, and
-# a short text says which and where. As training data it asks the model to generate every frame, each
-# after the text that leads to it.
+# a short text says which and where. As training data it asks the model to generate every frame; the
+# frames come in groups, each group after one text that lists its moves (joined by ", then ").
 
 # %%
 video = shapes_world.video(random.Random(0))

@@ -49,7 +49,7 @@ for width, height in [(640, 480), (1920, 1080), (300, 1200), (100, 100), (1, 500
     vit_w, vit_h = images.encoder_size(width, height, images.VIT_MAX_SIZE, images.VIT_MIN_SIZE, images.VIT_STRIDE)
     vae_w, vae_h = images.encoder_size(width, height, images.VAE_MAX_SIZE, images.VAE_MIN_SIZE, images.VAE_STRIDE)
     print(
-        f"{width:>5}x{height:<5} -> ViT {vit_w}x{vit_h} = {vit_h // 14}x{vit_w // 14} patches,"
+        f"{width:>5}x{height:<5} -> ViT {vit_w}x{vit_h} = {vit_h // 14}x{vit_w // 14} patches (rows x columns),"
         f"  VAE {vae_w}x{vae_h} = {vae_h // 16}x{vae_w // 16} latent tokens"
     )
 
@@ -85,9 +85,9 @@ column_of_three = Scene(
     (SceneObject("diamond", "yellow", 0.26, 0.5, 0.2), SceneObject("cross", "purple", 0.26, 0.5, 0.5),
      SceneObject("circle", "orange", 0.26, 0.5, 0.8)), "beige")  # fmt: skip
 one_square = Scene((SceneObject("square", "green", 0.5, 0.5, 0.5),), "grey")
-pictures = {  # crops of 64x64 renders: (left, top, right, bottom)
-    "wide 32x64": shapes_world.render(row_of_three).crop((0, 16, 64, 48)),
-    "tall 64x40": shapes_world.render(column_of_three).crop((12, 0, 52, 64)),
+pictures = {  # named by width x height; crops of 64x64 renders: (left, top, right, bottom)
+    "wide 64x32": shapes_world.render(row_of_three).crop((0, 16, 64, 48)),
+    "tall 40x64": shapes_world.render(column_of_three).crop((12, 0, 52, 64)),
     "small 32x32": shapes_world.render(one_square, size=32),
 }
 pixels = {name: images.to_tensor(picture) for name, picture in pictures.items()}  # (3, H, W) in [-1, 1]

@@ -204,11 +204,16 @@ block = (64 // config.pixels_per_latent_token) ** 2 + 2  # a 64x64 image: 16 lat
 mask = branches_mask([full.length, no_text.length, no_image.length], [block] * 3)
 fig, ax = plt.subplots(figsize=(10, 3))
 draw_mask(mask, ax=ax, title="three copies of the image block in one pass (white: may attend)")
+ax.set_title(ax.get_title(), pad=24)  # room for the cache labels above the mask
 ax.set_aspect("auto")
 cache_end = full.length + no_text.length + no_image.length
 for start, label in [(0, "cache: full"), (full.length, "cache: no text")]:
     ax.text(start + 1, -1, label, fontsize=8, color="tab:red", va="bottom")
-ax.text(full.length + no_text.length, -1, "cache: no image", fontsize=8, color="tab:red", va="bottom", ha="right")
+ax.annotate(  # the no-image cache is too narrow for its label: point at it from above
+    "cache: no image", xy=(full.length + no_text.length + no_image.length / 2, -0.5), xytext=(0, 14),
+    textcoords="offset points", ha="center", fontsize=8, color="tab:red",
+    arrowprops={"arrowstyle": "-", "color": "tab:red"},
+)  # fmt: skip
 ax.text(cache_end + 1, -1, "image blocks", fontsize=8, color="tab:red", va="bottom")
 for start in [full.length, full.length + no_text.length]:
     ax.axvline(start - 0.5, color="tab:red", linewidth=1)
@@ -283,7 +288,7 @@ fig
 # Now real images. For text to image there are two branches: the prompt, and the empty context. Each
 # row below is one prompt and one seed (the same starting noise in every column); only the text scale
 # changes. A word of honesty first: the embedded toy model is tiny and undertrained (README, "The
-# embedded toy model": MiniGenEval 0.02). It has learned the palette, the backgrounds and blob-like
+# embedded toy model": MiniGenEval 0.03). It has learned the palette, the backgrounds and blob-like
 # objects, not shapes, counts or positions, so do not look for squares or triangles. What guidance
 # does is visible anyway, in the colours.
 
@@ -312,12 +317,14 @@ fig
 # %% [markdown]
 # Scale 1 is the conditional model alone, and its colours are often wrong: a purple blob for "a blue
 # square", green and red for "two purple circles", yellow and blue for "a red circle", red and blue
-# for "a green triangle". From 2 to 4 (4 is the official default) most colours move to the ones the
-# prompt names and the extra objects fade. Beyond that the pictures change less (renorm caps the
-# velocity's length, so a larger scale only turns its direction further), and at 16 guidance
-# overshoots: a stray blob appears, and the red circle, which never got further than orange, dissolves
-# into a washed-out pattern. The shapes stay blobs at every scale: guidance amplifies what the model
-# has learned, it cannot add what it has not.
+# for "a green triangle". As the scale grows, the pictures move towards the prompt, unevenly: "a green
+# triangle" is right from 4 on (one green blob, the others gone); "a blue square" gains a blue blob
+# but keeps its purple one, and its background drifts to beige at 8 and 16; "two purple circles" ends
+# with one blue and one purple blob; "a red circle" loses its extra objects but only turns orange at 8.
+# Beyond 4 (the official default) the pictures change less (renorm caps the velocity's length, so a
+# larger scale only turns its direction further), and at 16 guidance overshoots: a stray blob appears,
+# and the red circle dissolves into a washed-out pattern. The shapes stay blobs at every scale: guidance
+# amplifies what the model has learned, it cannot add what it has not.
 #
 # ## 5. Text and image guidance in an edit
 #

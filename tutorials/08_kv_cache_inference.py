@@ -39,7 +39,8 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 #
 # We load the embedded toy model as `sample.py` does: the model and its autoencoder from the checkpoint
 # directory, and the tokenizer stored next to them. `Inferencer` wraps the three with the special
-# tokens (`[bos]`, `[eos]`, start and end of image).
+# tokens (`[bos]` and `[eos]`, short here for `<|im_start|>` and `<|im_end|>` of tutorial 01, and the
+# start and end of image).
 #
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained
 # for 46 minutes on a CPU (README, "The embedded toy model"). It scores 0.60 on MiniVQA, mostly from

@@ -109,9 +109,9 @@ fig
 
 # %% [markdown]
 # The CE loss falls fast: captions and answers are short sentences of a small grammar. The MSE falls
-# slowly, and the scores follow the losses: answers about colours and backgrounds come first, while
-# drawing the right shape in the right place is hard for a 4-layer model that has seen a few million
-# tokens. Even the embedded model, trained 6x longer, scores low on MiniGenEval (README "The embedded toy
+# slowly, and the scores follow the losses: MiniVQA rises first, while drawing the right shape in the
+# right place is hard for a 4-layer model that has seen about a million tokens (1,200 steps of at most
+# 1,024). Even the embedded model, trained 6x longer, scores low on MiniGenEval (README "The embedded toy
 # model" gives its scores and what limits it).
 #
 # ## Sample from both
@@ -136,6 +136,12 @@ fig.savefig(FIGURES / "09_samples.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
+# After 1,200 steps the run draws scattered, many-coloured blobs on a noisy background: it has learned
+# the palette and that pictures hold objects, not yet which ones a prompt asks for. The embedded model,
+# six times longer trained, draws one or two smooth blobs on a clean background, often in the colour
+# the prompt names, but still not the shapes.
+#
 # To train further, continue the same run exactly where it stopped (the model, optimiser, EMA, data
 # position and random state are all restored): `python train.py --autoencoder ... --out OUT --resume
-# --max-steps 3000`. The README's "Training" section gives the commands that made the embedded model.
+# --max-steps 3000`. The README's section "The embedded toy model" gives the commands that made the
+# embedded model.

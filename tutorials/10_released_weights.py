@@ -40,15 +40,17 @@ print("checkpoint:", CHECKPOINT, "(the released weights)" if REAL else "(tiny, r
 # ## What is in the directory
 #
 # `llm_config.json` and `vit_config.json` are the Qwen2.5 and SigLIP configs as Hugging Face writes them.
-# The autoencoder has no config file: the official loader hard-codes FLUX's parameters (our checkpoints
-# add a `bagel_config.json` with them). `ema.safetensors` holds the Bagel weights (the EMA of training),
-# `ae.safetensors` the FLUX autoencoder.
+# The release has no autoencoder config: the official loader hard-codes FLUX's parameters. The tiny
+# fixture listed below adds a `bagel_config.json` because its autoencoder is not FLUX's size, and so do
+# the checkpoints `train.py` writes. `ema.safetensors` holds the Bagel weights (the EMA of training),
+# `ae.safetensors` the FLUX autoencoder; the tokenizer comes as `tokenizer.json` or as `vocab.json` +
+# `merges.txt`.
 
 # %%
 for path in sorted(CHECKPOINT.iterdir()):
     if path.name.startswith("cases"):  # the tiny fixture's test cases, not part of the released layout
         continue
-    print(f"{path.name:28s} {path.stat().st_size / 2**20:10.2f} MiB")
+    print(f"{path.name:28s} {path.stat().st_size / 2**10:12,.1f} KiB")
 
 # %% [markdown]
 # ## A safetensors header: every name, shape and dtype, without reading a weight
@@ -89,7 +91,8 @@ print("every released key has exactly one of ours:", set(names.values()) == set(
 # ## The 7B model on the meta device
 #
 # The `bagel-7b-mot` preset builds the released architecture. On the meta device a module has shapes but
-# no storage, so we can count its 14.6 billion parameters on a laptop. The test suite checks that its
+# no storage, so we can count its parameters on a laptop: 14.6 billion in `ema.safetensors`, 14.7 with
+# the autoencoder. The test suite checks that its
 # key names and shapes equal the release exactly (`tests/fixtures/bagel-7b-mot-keys.json`).
 
 
@@ -136,6 +139,9 @@ left.invert_yaxis()
 bottom = 0.0
 for index, part in enumerate(parts):
     right.bar(0, bf16[part], bottom=bottom, color=plt.cm.tab10(index), width=0.5)
+    if bf16[part] > 3:  # name the large parts; the colours are those of the left panel
+        name = part.split(", ")[-1]
+        right.text(0, bottom + bf16[part] / 2, f"{name}\n{bf16[part]:.1f} GiB", ha="center", va="center", fontsize=7)
     bottom += bf16[part]
 for gigabytes, label in [(24, "24 GB GPU"), (40, "40 GB"), (80, "80 GB")]:
     right.axhline(gigabytes * 1e9 / 2**30, color="grey", linestyle="--", linewidth=0.8)
@@ -202,4 +208,4 @@ fig
 # %% [markdown]
 # To go further: `python -m bagel_mini.checkpoint keys --preset bagel-7b-mot` prints every released key
 # our model reads, and `python -m bagel_mini.bench load` measures the peak memory of a load against the
-# size of the weights (README, "Benchmarks").
+# size of the weights (README, "Running the released BAGEL-7B-MoT").
