@@ -25,7 +25,8 @@ from bagel_mini.navit import VaeImage
 
 
 def random_group_sizes(num_frames: int, max_group: int, rng: random.Random) -> list[int]:
-    """Cut num_frames consecutive frames into groups of 1..max_group frames, uniformly at random."""
+    """Cut num_frames consecutive frames into groups: each size drawn uniformly from 1..max_group, the last
+    one cut to fit (so the ways to split are not equally likely)."""
     if num_frames < 1 or max_group < 1:
         raise ValueError(f"need at least one frame and a group size of at least 1, got {num_frames}, {max_group}")
     sizes = []
@@ -56,6 +57,7 @@ def draw_example(path: str) -> None:
 
     from bagel_mini.attention import dense_mask, draw_mask
     from bagel_mini.cfg import NO_DROPOUT
+    from bagel_mini.flow import training_timesteps
     from bagel_mini.navit import PackConfig, Text, pack
 
     config = PackConfig(
@@ -71,7 +73,7 @@ def draw_example(path: str) -> None:
     )
     frames = [torch.zeros(3, 32, 16) for _ in range(3)]  # 2 latent tokens each
     batch = pack([[Text([5, 6]), *frame_items(frames, [1, 2])]], config, random.Random(0))
-    t = batch.raw_timesteps.sigmoid()
+    t = training_timesteps(batch.raw_timesteps, shift=1.0)
     title = f"caption | frame A (t={t[0]:.2f}) | frames B, C (t={t[2]:.2f})"
     draw_mask(dense_mask(batch.splits), batch.splits, title=title)
     plt.savefig(path, dpi=120, bbox_inches="tight")
