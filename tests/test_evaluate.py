@@ -1,19 +1,24 @@
 import json
 import random
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from helpers import TINY
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Polygon, Rectangle
 from PIL import Image
+from safetensors.torch import save_file
 
-from bagel_mini import evaluate
+from bagel_mini import DEFAULT_MODEL, evaluate
 from bagel_mini import shapes_world as world
+from bagel_mini.checkpoint import load_autoencoder
 from bagel_mini.evaluate import detect, edit_correct, geneval_correct
 from bagel_mini.shapes_world import Scene, SceneObject
+from bagel_mini.vae import AutoEncoder
 
 CELLS = [(0.27, 0.27), (0.73, 0.27), (0.27, 0.73), (0.73, 0.73)]  # a 2 x 2 grid, row by row
 
@@ -249,15 +254,6 @@ def test_a_checkpoint_draws_answers_and_edits_through_the_inferencer(capsys):
 
 
 def test_an_autoencoder_round_trip_keeps_a_trained_autoencoders_scenes_and_loses_an_untrained_ones(capsys, tmp_path):
-    import shutil
-
-    import torch
-    from safetensors.torch import save_file
-
-    from bagel_mini import DEFAULT_MODEL
-    from bagel_mini.checkpoint import load_autoencoder
-    from bagel_mini.vae import AutoEncoder
-
     trained = run_cli(capsys, "--autoencoder", str(DEFAULT_MODEL), "--n", "5")
     assert trained["vqa"] is None
     assert trained["geneval"]["overall"] >= 0.5  # 0.81 at --n 30: it blurs shapes but keeps most scenes

@@ -292,7 +292,19 @@ fig
 # objects, not shapes, counts or positions, so do not look for squares or triangles. What guidance
 # does is visible anyway, in the colours.
 
+
 # %%
+def grid_cell(ax, image, row: int, column: int, column_title: str, row_label: str, fontsize: int) -> None:
+    """One picture of an image grid: no ticks, the column's title above the top row, the row's label left."""
+    ax.imshow(image.to_pil())
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if row == 0:
+        ax.set_title(column_title, fontsize=fontsize)
+    if column == 0:
+        ax.set_ylabel(row_label, fontsize=fontsize)
+
+
 prompts = ["a blue square", "two purple circles", "a red circle", "a green triangle"][: 2 if FAST else 4]
 text_scales = [1.0, 4.0] if FAST else [1.0, 2.0, 4.0, 8.0, 16.0]
 fig, axes = plt.subplots(len(prompts), len(text_scales), figsize=(1.9 * len(text_scales), 1.9 * len(prompts)))
@@ -301,14 +313,7 @@ for row, prompt in enumerate(prompts):
     for column, scale in enumerate(text_scales):
         settings = ImageSettings(num_timesteps=STEPS, cfg_text_scale=scale)
         image = engine.generate_image(context, (64, 64), no_text_context=empty, settings=settings, seed=row)
-        ax = axes[row, column]
-        ax.imshow(image.to_pil())
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if row == 0:
-            ax.set_title(f"text scale {scale:g}", fontsize=11)
-        if column == 0:
-            ax.set_ylabel(prompt, fontsize=11)
+        grid_cell(axes[row, column], image, row, column, f"text scale {scale:g}", prompt, fontsize=11)
 fig.suptitle("toy model: the same noise, more text guidance to the right", y=1.0)
 fig.tight_layout()
 fig.savefig(FIGURES / "07_guidance_grid.png", dpi=120, bbox_inches="tight")
@@ -354,14 +359,7 @@ for panel, renorm in zip(panels[1:], ["text_channel", "global"]):
                 num_timesteps=STEPS, cfg_text_scale=text_scale, cfg_img_scale=image_scale, cfg_renorm_type=renorm
             )
             image = engine.generate_image(full, (64, 64), no_text, no_image, settings, seed=0)
-            ax = axes[row, column]
-            ax.imshow(image.to_pil())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(f"text {text_scale:g}", fontsize=9)
-            if column == 0:
-                ax.set_ylabel(f"image {image_scale:g}", fontsize=9)
+            grid_cell(axes[row, column], image, row, column, f"text {text_scale:g}", f"image {image_scale:g}", 9)
 fig.suptitle(f"toy model, edit: {edit_task.instruction!r}", y=1.04)
 fig.savefig(FIGURES / "07_edit_grid.png", dpi=120, bbox_inches="tight")
 fig

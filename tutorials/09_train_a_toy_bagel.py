@@ -92,7 +92,7 @@ fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 for ax, name in zip(axes[:2], ("ce", "mse")):
     ax.plot(losses["step"], losses[name], linewidth=0.6, alpha=0.5)
     window = max(1, len(losses[name]) // 20)  # a running mean, to see the trend through the noise
-    smooth = torch.tensor(losses[name]).unfold(0, window, 1).mean(1) if len(losses[name]) >= window else []
+    smooth = torch.tensor(losses[name]).unfold(0, window, 1).mean(1)
     ax.plot(losses["step"][window - 1 :], smooth, linewidth=1.5)
     ax.set_title(f"{name.upper()} loss" + (" (text)" if name == "ce" else " (velocity)"))
     ax.set_xlabel("step")

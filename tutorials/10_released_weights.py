@@ -169,7 +169,7 @@ print(inspect.getsource(checkpoint.load_checkpoint))
 
 # %%
 if REAL and not torch.cuda.is_available():
-    needed = checkpoint.weight_bytes(checkpoint.build_meta(config), torch.float32)
+    needed = checkpoint.weight_bytes((meta_model, meta_autoencoder), torch.float32)
     raise SystemExit(f"no GPU: the real weights need {checkpoint.readable_bytes(needed)} in float32 on the CPU")
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
