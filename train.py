@@ -45,7 +45,7 @@ from bagel_mini.checkpoint import load_model_weights, save_checkpoint
 from bagel_mini.config import ConfigError, load_config_dir, preset, save_config_dir, write_json_atomic
 from bagel_mini.images import load_image, resize_for_encoder, to_tensor
 from bagel_mini.model import Bagel
-from bagel_mini.navit import PackConfig, Text, VaeImage, VitImage, pack, sample_length
+from bagel_mini.navit import PackConfig, Text, VaeImage, VitImage, pack_by_budget
 from bagel_mini.tokenizer import BagelTokenizer
 from bagel_mini.vae import AutoEncoder
 
@@ -181,19 +181,15 @@ class ShapesData:
 
 
 def micro_batch(args, data, pack_config: PackConfig, step: int, index: int):
-    """Samples drawn until the token budget is full, packed; everything seeded by (seed, step, index)."""
+    """Samples drawn until the next one would overflow the token budget, packed; all seeded by (seed, step, index).
+
+    The sample that overflows is drawn and dropped, so each micro-batch depends on its seed alone."""
     rng = random.Random(generator_seed(args, step, index))
-    samples, used = [], 0
-    while True:
-        sample = data.sample(rng)
-        length = sample_length(sample, pack_config)
-        if length > args.tokens:
-            raise ValueError(f"a sample of {length} tokens does not fit --tokens {args.tokens}")
-        if used + length > args.tokens:
-            break
-        samples.append(sample)
-        used += length
-    return pack(samples, pack_config, rng), rng
+    endless = iter(lambda: data.sample(rng), None)  # a sample is never None: the stream never ends
+    try:
+        return next(pack_by_budget(endless, pack_config, args.tokens, rng)), rng
+    except ValueError as error:
+        raise ValueError(f"micro-batch {index} of step {step + 1} (--tokens {args.tokens}): {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------

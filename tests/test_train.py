@@ -153,6 +153,8 @@ def test_bad_runs_are_refused_with_one_line(data, tmp_path):
         train.main(run_args(data, tmp_path / "B", 3, "--resume"))
     with pytest.raises(SystemExit, match="--autoencoder DIR is required"):
         train.main(["--data", str(data / "data.jsonl"), "--out", str(tmp_path / "C")])
+    with pytest.raises(SystemExit, match=r"\(--tokens 8\): sample 0 needs \d+ tokens, more than the token budget of 8"):
+        train.main([*run_args(data, tmp_path / "D", 3), "--tokens", "8"])
 
 
 def test_periodic_evaluation_writes_the_scores(data, tmp_path):
