@@ -288,7 +288,7 @@ for col, index in enumerate(steps_shown):
     record = image.trace[index]
     show_latent_tokens(axes[0, col], record["x"])
     axes[0, col].set_title(f"x_t at t = {record['t']:.2f}")
-    show_latent_tokens(axes[1, col], record["x"] - record["t"] * record["v"])
+    show_latent_tokens(axes[1, col], flow.euler_step(record["x"], record["v"], record["t"], 0.0))
     axes[1, col].set_title("its guess x_t - t v")
 axes[0, -1].imshow(image.to_pil())
 axes[0, -1].set_title("result, t = 0")

@@ -72,7 +72,7 @@ print(inspect.getsource(images.grid_position_ids))
 # Shapes World renders: a wide strip, a tall one, and a small square.
 
 # %%
-model, autoencoder = load_checkpoint(bagel_mini.DEFAULT_MODEL)
+model, _ = load_checkpoint(bagel_mini.DEFAULT_MODEL)
 tokenizer = BagelTokenizer.from_dir(bagel_mini.DEFAULT_MODEL)
 config = model.config
 patch, table_side = config.vit.patch_size, config.vit_max_num_patch_per_side

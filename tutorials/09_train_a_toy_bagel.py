@@ -129,8 +129,9 @@ for row, (directory, name) in enumerate([(out / "last", f"this run ({steps} step
         axes[row, column].imshow(image)
         axes[row, column].set_xticks([])
         axes[row, column].set_yticks([])
-        axes[row, 0].set_ylabel(name)
-        axes[0, column].set_title(prompt, fontsize=8)
+    axes[row, 0].set_ylabel(name)
+for ax, prompt in zip(axes[0], prompts):
+    ax.set_title(prompt, fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "09_samples.png", dpi=120, bbox_inches="tight")
 fig
