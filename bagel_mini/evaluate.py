@@ -27,6 +27,7 @@ GenEval draws four images per prompt; we score one per prompt (--n prompts per c
     python -m bagel_mini.evaluate --write-prompts DIR           # GenEval's folder layout, for any model
     python -m bagel_mini.evaluate --images DIR                  # score DIR/NNNNN/samples/*.png
     python -m bagel_mini.evaluate --autoencoder DIR             # the ceiling DIR's autoencoder leaves a model
+    python -m bagel_mini.evaluate --blind                       # MiniVQA answering without the image
 """
 
 import argparse
@@ -34,6 +35,7 @@ import json
 import random
 import re
 import sys
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ RESIDUAL = 60.0  # how far (0-255 RGB) a pixel may lie from its background-to-pa
 MIN_AREA = 0.002  # components below this share of the image are noise (the smallest object covers ~0.005)
 SUBSAMPLES = 48  # candidate shapes are drawn with at least this many samples across
 MAX_SHAPE_ERROR = 0.3  # the most paint (a share of the component's) a candidate may draw wrongly
+BLIND_QUESTIONS = 20_000  # training questions the blind answerer counts answers in
 EDIT_TOLERANCE = (0.06, 1.25)  # MiniEdit: an object may be this far from its place (image fraction) and size (ratio)
 
 PALETTE = np.array(list(world.COLORS.values()), dtype=np.float32)  # (K, 3)
@@ -245,6 +248,28 @@ def vqa_accuracy(answers: list[str], truths: list[str]) -> float:
     return sum(normalize_answer(a) == normalize_answer(t) for a, t in zip(answers, truths, strict=True)) / len(truths)
 
 
+def vqa_by_kind(answers: list[str], questions: list[world.Question]) -> dict[str, float]:
+    """MiniVQA of each kind of question the benchmark asked, in shapes_world.QUESTION_KINDS order."""
+    pairs = defaultdict(lambda: ([], []))  # kind -> (answers, truths)
+    for answer, question in zip(answers, questions, strict=True):
+        pairs[question.kind][0].append(answer)
+        pairs[question.kind][1].append(question.answer)
+    return {kind: vqa_accuracy(*pairs[kind]) for kind in world.QUESTION_KINDS if kind in pairs}
+
+
+def blind_answers(questions: list[world.Question], seed: int) -> list[str]:
+    """Answers that never look at the image: for each question, the answer most often seen with the same words
+    among BLIND_QUESTIONS questions drawn as training draws them (for words never seen, its kind's most
+    frequent answer). A model's MiniVQA says little until it beats this."""
+    rng = random.Random(f"blind answerer {seed}")
+    by_words, by_kind = defaultdict(Counter), defaultdict(Counter)
+    for _ in range(BLIND_QUESTIONS):
+        seen = world.question(rng)
+        by_words[seen.question][seen.answer] += 1
+        by_kind[seen.kind][seen.answer] += 1
+    return [(by_words.get(q.question) or by_kind[q.kind]).most_common(1)[0][0] for q in questions]
+
+
 def edit_correct(image: Image.Image, target: world.Scene) -> bool:
     """MiniEdit: the image shows the expected scene: its background, one object of each expected shape and
     colour near its expected place and size, and nothing else. So the named change must be made and
@@ -314,6 +339,19 @@ def autoencoder_scores(directory: str, n: int, seed: int, image_size: int = 64) 
     return {"geneval": geneval_scores(geneval), "vqa": None, "edit": sum(edited) / n}
 
 
+def blind_scores(n: int, seed: int, image_size: int = 64) -> dict:
+    """MiniVQA of the blind answerer (blind_answers) on the benchmark's questions; it neither draws nor edits."""
+    questions = benchmark(n, seed, image_size)[1]
+    answers = blind_answers(questions, seed)
+    truths = [q.answer for q in questions]
+    return {
+        "geneval": None,
+        "vqa": vqa_accuracy(answers, truths),
+        "vqa_by_kind": vqa_by_kind(answers, questions),
+        "edit": None,
+    }
+
+
 def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int, max_tokens: int) -> dict:
     """The scores of a checkpoint: it draws every prompt, answers every question and makes every edit."""
     import torch
@@ -344,6 +382,7 @@ def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int,
     return {
         "geneval": geneval_scores(geneval),
         "vqa": vqa_accuracy(answers, [q.answer for q in questions]),
+        "vqa_by_kind": vqa_by_kind(answers, questions),
         "edit": sum(edited) / n,
     }
 
@@ -399,6 +438,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument(
         "--autoencoder", metavar="DIR", help="score the ground truth after a round trip through DIR's autoencoder"
     )
+    source.add_argument(
+        "--blind", action="store_true", help="MiniVQA of answering from the question alone, never the image"
+    )
     parser.add_argument(
         "--write-prompts", metavar="DIR", help="write the prompts in GenEval's layout (with --oracle: and the renders)"
     )
@@ -409,7 +451,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=32, help="longest answer a model may write (32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.write_prompts and (args.checkpoint or args.images):
+    if args.write_prompts and (args.checkpoint or args.images or args.blind):
         parser.error("--write-prompts goes alone or with --oracle")
     if args.size < 16:
         parser.error(f"--size {args.size}: images need at least 16 pixels a side")
@@ -428,6 +470,8 @@ def run(args: argparse.Namespace) -> dict | None:
         return {"geneval": image_scores(args.images), "vqa": None, "edit": None}
     if args.autoencoder:
         return autoencoder_scores(args.autoencoder, args.n, args.seed, args.size)
+    if args.blind:
+        return blind_scores(args.n, args.seed, args.size)
     checkpoint = args.checkpoint or DEFAULT_MODEL
     if not Path(checkpoint).is_dir():
         raise ValueError(
@@ -447,8 +491,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(scores))
         return
-    for name, score in [*scores["geneval"].items(), ("vqa", scores["vqa"]), ("edit", scores["edit"])]:
-        print(f"{name:<14} {'-' if score is None else f'{score:.3f}'}")
+    kinds = [(f"vqa {kind}", score) for kind, score in scores.get("vqa_by_kind", {}).items()]
+    for name, score in [*(scores["geneval"] or {}).items(), ("vqa", scores["vqa"]), *kinds, ("edit", scores["edit"])]:
+        print(f"{name:<16} {'-' if score is None else f'{score:.3f}'}")
 
 
 if __name__ == "__main__":

@@ -174,6 +174,39 @@ def test_minivqa_is_exact_match_up_to_case_spaces_and_final_punctuation():
     )
 
 
+def test_minivqa_by_kind_scores_each_kind_of_question_on_its_own():
+    asked = [("count", "two"), ("shape", "circle"), ("count", "one"), ("count", "three"), ("shape", "cross")]
+    questions = [world.Question(kind, "?", truth, None, None) for kind, truth in asked]
+    answers = ["two", "square", "One.", "four", "cross"]
+    assert evaluate.vqa_by_kind(answers, questions) == {"count": 2 / 3, "shape": 1 / 2}  # in QUESTION_KINDS order
+
+
+def test_the_blind_answerer_gives_the_answer_training_pairs_most_often_with_the_same_words(monkeypatch):
+    # A training stream with known counts: "how many?" is "two" 3 times and "one" twice.
+    seen = [("count", "how many?", "one"), ("count", "how many?", "two"), ("count", "how many?", "two")]
+    seen += [("count", "how many?", "two"), ("count", "how many?", "one"), ("count", "how many circles?", "one")]
+    seen += [("shape", "what shape?", "cross")]
+    stream = iter([world.Question(kind, words, answer, None, None) for kind, words, answer in seen])
+    monkeypatch.setattr(evaluate, "BLIND_QUESTIONS", len(seen))
+    monkeypatch.setattr(world, "question", lambda rng: next(stream))
+    asked = [("count", "how many?"), ("count", "how many squares?"), ("shape", "what shape?")]
+    questions = [world.Question(kind, words, "", None, None) for kind, words in asked]
+    # Words never seen ("how many squares?") fall back on the kind: "two" 3 times, "one" 3 times, "one" seen first.
+    assert evaluate.blind_answers(questions, seed=0) == ["two", "one", "cross"]
+
+
+def test_the_blind_answerer_scores_minivqa_from_the_questions_alone(capsys):
+    blind = run_cli(capsys, "--blind", "--n", "30")
+    assert blind["geneval"] is None and blind["edit"] is None
+    questions = evaluate.benchmark(30, 0)[1]
+    kinds = [q.kind for q in questions]
+    assert list(blind["vqa_by_kind"]) == [k for k in world.QUESTION_KINDS if k in kinds]
+    # The overall score is the by-kind scores weighted by how often each kind was asked.
+    weighted = sum(score * kinds.count(kind) for kind, score in blind["vqa_by_kind"].items()) / len(questions)
+    assert blind["vqa"] == pytest.approx(weighted)
+    assert blind["vqa"] < 0.7  # no image, no sure answer: most questions have several likely answers
+
+
 @pytest.mark.parametrize("kind", ["recolor", "add", "remove", "move", "resize", "background"])
 def test_miniedit_passes_the_expected_edit_and_fails_no_edit_or_a_changed_rest(kind):
     rng = random.Random(kind)
@@ -251,6 +284,7 @@ def test_a_checkpoint_draws_answers_and_edits_through_the_inferencer(capsys):
     scores = run_cli(capsys, "--checkpoint", str(TINY), "--n", "1", "--size", "32", "--steps", "3", "--max-tokens", "4")
     assert set(scores["geneval"]) == {*world.GENEVAL_TAGS, "overall"}
     assert all(0 <= value <= 1 for value in [*scores["geneval"].values(), scores["vqa"], scores["edit"]])
+    assert set(scores["vqa_by_kind"]) <= set(world.QUESTION_KINDS)
 
 
 def test_an_autoencoder_round_trip_keeps_a_trained_autoencoders_scenes_and_loses_an_untrained_ones(capsys, tmp_path):
