@@ -475,7 +475,8 @@ def run(args: argparse.Namespace) -> dict | None:
     checkpoint = args.checkpoint or DEFAULT_MODEL
     if not Path(checkpoint).is_dir():
         raise ValueError(
-            f"{checkpoint}: checkpoint directory not found; pass --checkpoint DIR, --oracle or --images DIR"
+            f"{checkpoint}: checkpoint directory not found; pass --checkpoint DIR, or score without a model: "
+            "--oracle, --images DIR, --autoencoder DIR or --blind"
         )
     return model_scores(str(checkpoint), args.n, args.seed, args.size, args.steps, args.max_tokens)
 
