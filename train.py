@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -376,7 +377,9 @@ def train(args) -> None:
         out.mkdir(parents=True, exist_ok=True)
         keep_log_rows(log_path, start)
     progress = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, disable=rank != 0)
+    seen, busy = 0, 0.0  # tokens (all processes) and seconds spent in steps since this process began
     for step in progress:
+        began = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args, step)
         totals = torch.zeros(3, device=device)  # loss, ce, mse summed over this process's micro-batches
@@ -407,7 +410,10 @@ def train(args) -> None:
         with torch.no_grad():
             torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1 - args.ema)
         loss, ce, mse = totals.tolist()
-        progress.set_postfix(loss=f"{loss:.4f}", ce=f"{ce:.3f}", mse=f"{mse:.4f}", tokens=tokens * world)
+        seen, busy = seen + tokens * world, busy + time.perf_counter() - began
+        progress.set_postfix(
+            {"loss": f"{loss:.4f}", "ce": f"{ce:.3f}", "mse": f"{mse:.4f}", "tok/s": f"{seen / busy:.0f}"}
+        )
         if rank == 0:
             append_log_row(log_path, [step + 1, loss, ce, mse])
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,8 +83,10 @@ def assert_identical(first: Path, second: Path) -> None:
         assert all(torch.equal(a[name][key], b[name][key]) for key in a[name]), name
 
 
-def test_resuming_gives_bit_identical_weights(data, tmp_path):
+def test_resuming_gives_bit_identical_weights(data, tmp_path, capsys):
     train.main(run_args(data, tmp_path / "A", 3))
+    bar = capsys.readouterr().err  # tqdm writes the progress bar to stderr
+    assert re.search(r"loss=\d+\.\d{4}, ce=\d+\.\d{3}, mse=\d+\.\d{4}, tok/s=[1-9]\d*", bar), bar[-300:]
     train.main(run_args(data, tmp_path / "A", 6, "--resume"))
     train.main(run_args(data, tmp_path / "B", 6))
     assert_identical(tmp_path / "A", tmp_path / "B")
