@@ -257,6 +257,14 @@ def vqa_by_kind(answers: list[str], questions: list[world.Question]) -> dict[str
     return {kind: vqa_accuracy(*pairs[kind]) for kind in world.QUESTION_KINDS if kind in pairs}
 
 
+def vqa_scores(answers: list[str], questions: list[world.Question]) -> dict:
+    """The MiniVQA part of a result: overall and by kind. Scorers that answer nothing give NO_VQA."""
+    return {"vqa": vqa_accuracy(answers, [q.answer for q in questions]), "vqa_by_kind": vqa_by_kind(answers, questions)}
+
+
+NO_VQA = {"vqa": None, "vqa_by_kind": None}
+
+
 def blind_answers(questions: list[world.Question], seed: int) -> list[str]:
     """Answers that never look at the image: for each question, the answer most often seen with the same words
     among BLIND_QUESTIONS questions drawn as training draws them (for words never seen, its kind's most
@@ -313,7 +321,7 @@ def oracle_scores(n: int, seed: int, image_size: int = 64) -> dict:
     geneval = [(t.metadata["tag"], geneval_correct(detect(t.image), t.metadata)) for t in prompts]
     truths = [q.answer for q in questions]
     edited = [edit_correct(e.target_image, e.target) for e in edits]
-    return {"geneval": geneval_scores(geneval), "vqa": vqa_accuracy(truths, truths), "edit": sum(edited) / n}
+    return {"geneval": geneval_scores(geneval), **vqa_scores(truths, questions), "edit": sum(edited) / n}
 
 
 def autoencoder_scores(directory: str, n: int, seed: int, image_size: int = 64) -> dict:
@@ -336,20 +344,13 @@ def autoencoder_scores(directory: str, n: int, seed: int, image_size: int = 64) 
     prompts, _, edits = benchmark(n, seed, image_size)
     geneval = [(t.metadata["tag"], geneval_correct(detect(round_trip(t.image)), t.metadata)) for t in prompts]
     edited = [edit_correct(round_trip(e.target_image), e.target) for e in edits]
-    return {"geneval": geneval_scores(geneval), "vqa": None, "edit": sum(edited) / n}
+    return {"geneval": geneval_scores(geneval), **NO_VQA, "edit": sum(edited) / n}
 
 
 def blind_scores(n: int, seed: int, image_size: int = 64) -> dict:
     """MiniVQA of the blind answerer (blind_answers) on the benchmark's questions; it neither draws nor edits."""
     questions = benchmark(n, seed, image_size)[1]
-    answers = blind_answers(questions, seed)
-    truths = [q.answer for q in questions]
-    return {
-        "geneval": None,
-        "vqa": vqa_accuracy(answers, truths),
-        "vqa_by_kind": vqa_by_kind(answers, questions),
-        "edit": None,
-    }
+    return {"geneval": None, **vqa_scores(blind_answers(questions, seed), questions), "edit": None}
 
 
 def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int, max_tokens: int) -> dict:
@@ -381,8 +382,7 @@ def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int,
     edited = [edit_correct(draw([e.source_image, e.instruction], i), e.target) for i, e in enumerate(edits)]
     return {
         "geneval": geneval_scores(geneval),
-        "vqa": vqa_accuracy(answers, [q.answer for q in questions]),
-        "vqa_by_kind": vqa_by_kind(answers, questions),
+        **vqa_scores(answers, questions),
         "edit": sum(edited) / n,
     }
 
@@ -467,7 +467,7 @@ def run(args: argparse.Namespace) -> dict | None:
     if args.oracle:
         return oracle_scores(args.n, args.seed, args.size)
     if args.images:
-        return {"geneval": image_scores(args.images), "vqa": None, "edit": None}
+        return {"geneval": image_scores(args.images), **NO_VQA, "edit": None}
     if args.autoencoder:
         return autoencoder_scores(args.autoencoder, args.n, args.seed, args.size)
     if args.blind:
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(scores))
         return
-    kinds = [(f"vqa {kind}", score) for kind, score in scores.get("vqa_by_kind", {}).items()]
+    kinds = [(f"vqa {kind}", score) for kind, score in (scores["vqa_by_kind"] or {}).items()]
     for name, score in [*(scores["geneval"] or {}).items(), ("vqa", scores["vqa"]), *kinds, ("edit", scores["edit"])]:
         print(f"{name:<16} {'-' if score is None else f'{score:.3f}'}")
 

@@ -76,6 +76,9 @@ def test_the_oracle_scores_at_least_0_99_everywhere_with_200_prompts_per_categor
     scores = run_cli(capsys, "--oracle", "--n", "200")
     assert set(scores["geneval"]) == {*world.GENEVAL_TAGS, "overall"}
     assert min(scores["geneval"].values()) >= 0.99 and scores["vqa"] >= 0.99 and scores["edit"] >= 0.99
+    asked = [kind for kind in world.QUESTION_KINDS if kind != "caption"]  # questions with one exact answer
+    assert list(scores["vqa_by_kind"]) == asked  # 200 questions ask every kind
+    assert min(scores["vqa_by_kind"].values()) >= 0.99
 
 
 @pytest.mark.parametrize("size", [64, 256])
@@ -91,6 +94,7 @@ def test_prompts_drawn_by_matplotlib_score_at_least_0_97_per_category(size, tmp_
     capsys.readouterr()
     scores = run_cli(capsys, "--images", str(tmp_path))
     assert min(scores["geneval"].values()) >= 0.97, scores
+    assert scores["vqa"] is None and scores["vqa_by_kind"] is None  # images answer no questions
 
 
 def wrong_scenes(task: world.TextToImage, rng: random.Random) -> list[Scene]:
@@ -290,7 +294,7 @@ def test_a_checkpoint_draws_answers_and_edits_through_the_inferencer(capsys):
 
 def test_an_autoencoder_round_trip_keeps_a_trained_autoencoders_scenes_and_loses_an_untrained_ones(capsys, tmp_path):
     trained = run_cli(capsys, "--autoencoder", str(DEFAULT_MODEL), "--n", "5")
-    assert trained["vqa"] is None
+    assert trained["vqa"] is None and trained["vqa_by_kind"] is None
     assert trained["geneval"]["overall"] >= 0.5  # 0.81 at --n 30: it blurs shapes but keeps most scenes
 
     untrained = tmp_path / "untrained"
