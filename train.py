@@ -1,60 +1,55 @@
 """Train BAGEL (paper section 3 and Table 3), from a toy on a laptop CPU to the 7B on GPUs.
 
-    python train.py --stage vae --out runs/ae                      # a small FLUX-style autoencoder (toy presets)
-    python train.py --stage vae --autoencoder runs/ae --decoder-only --out runs/ae2   # sharpen its decoder
-    python train.py --autoencoder runs/ae --out runs/toy            # Bagel on Shapes World, MoT
-    python train.py --autoencoder runs/ae --out runs/toy --resume   # continue exactly where it stopped
+    python train.py --out runs/toy                                  # the toy Bagel on Shapes World, MoT
+    python train.py --out runs/toy --resume                         # continue exactly where it stopped
+    python train.py --stage vae --out runs/ae                       # your own autoencoder (toy presets)
+    python train.py --autoencoder runs/ae --out runs/toy2           # a Bagel on that autoencoder's latents
     torchrun --nproc_per_node 2 train.py ... [--fsdp]               # DDP, or FSDP2 for big models
 
-Data: Shapes World, generated on the fly (default), or `--data FILE.jsonl` of your own interleaved
-samples (see the README). Every random draw of step s comes from generators seeded by (seed, s, micro
-batch), so a resumed run sees exactly the data and noise of an uninterrupted one.
+The toy preset uses the embedded autoencoder (bagel_mini/default_model) unless --autoencoder names
+another; a resumed run reads the one saved in its checkpoint. Data: Shapes World, generated on the fly
+(default), or `--data FILE.jsonl` of your own interleaved samples (bagel_mini/data.py). Every random draw
+of step s comes from generators seeded by (seed, s, micro batch), so a resumed run sees exactly the data
+and noise of an uninterrupted one.
 
-Checkpoints go to `--out DIR/step-NNNNNN/` (written to a temporary name, then renamed) and
-`DIR/last` always points to the newest complete one. Each is a checkpoint directory in the released
-layout (`ema.safetensors` holds the EMA weights, as in the release) that sample.py reads, plus
-the raw weights, the optimiser state and `state.json` for resuming.
+Checkpoints go to `--out DIR/step-NNNNNN/` (written to a temporary name, then renamed) and `DIR/last`
+always points to the newest complete one: a checkpoint directory in the released layout that sample.py
+reads, plus what resuming needs (bagel_mini/checkpoint.py).
 """
 
 import argparse
 import csv
-import json
 import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 from tqdm import tqdm
 
-from bagel_mini import checkpoint
+from bagel_mini import DEFAULT_MODEL, checkpoint
 from bagel_mini.cfg import ConditionDropout
-from bagel_mini.checkpoint import load_model_weights, save_checkpoint
-from bagel_mini.config import ConfigError, load_config_dir, preset, save_config_dir, write_json_atomic
-from bagel_mini.images import load_image, resize_for_encoder, to_tensor
+from bagel_mini.config import ConfigError, load_config_dir, preset, save_config_dir
+from bagel_mini.data import autoencoder_batch, generator_seed, micro_batch, open_data
+from bagel_mini.images import vae_resize, vit_resize
 from bagel_mini.model import Bagel
-from bagel_mini.navit import PackConfig, Text, VaeImage, VitImage, pack_by_budget
+from bagel_mini.navit import PackConfig
 from bagel_mini.tokenizer import BagelTokenizer
 from bagel_mini.vae import AutoEncoder
 
 STAGES = ("align", "pretrain", "continue", "sft", "vae")
+BAGEL_ONLY = ("--arch", "--init", "--tokens", "--accum", "--ema", "--ce-weight", "--mse-weight", "--timestep-shift")
+BAGEL_ONLY += ("--dropout", "--checkpoint-every", "--keep", "--eval-every", "--eval-n", "--fsdp", "--compile")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--out", required=True, help="run directory (checkpoints, loss curves)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
     parser.add_argument("--preset", default="toy")
@@ -68,7 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--init", help="start from this checkpoint directory's EMA weights (e.g. the previous stage)")
     parser.add_argument(
         "--autoencoder",
-        help="directory with ae.safetensors and bagel_config.json (with --stage vae: the autoencoder to start from)",
+        help="directory with ae.safetensors and bagel_config.json (default for the toy preset: the embedded one;\n"
+        "with --stage vae: the autoencoder to start from)",
     )
     parser.add_argument(
         "--decoder-only",
@@ -113,84 +109,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("max_steps", "tokens", "accum", "checkpoint_every", "keep"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
+    if args.stage == "vae" and given & set(BAGEL_ONLY):
+        parser.error(f"{', '.join(sorted(given & set(BAGEL_ONLY)))}: no effect with --stage vae (Bagel stages only)")
+    if args.stage != "vae" and args.decoder_only:
+        parser.error("--decoder-only: only with --stage vae")
     return args
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: every micro-batch is drawn from its own seeded generators
-
-
-def generator_seed(args, step: int, micro_batch: int) -> int:
-    return hash((args.seed, step, micro_batch)) & (2**63 - 1)
-
-
-class JsonlData:
-    """Your own interleaved samples: one json object per line, `{"items": [...]}` with items
-    `{"text": "...", "loss": bool, "droppable": bool}` or `{"image": "path", "as": "vit" | "vae", "loss": bool,
-    "droppable": bool}` (paths relative to the file). Samples are drawn at random with replacement."""
-
-    def __init__(self, path: Path, tokenizer: BagelTokenizer, vit_sizes: tuple, vae_sizes: tuple):
-        self.path, self.tokenizer, self.vit_sizes, self.vae_sizes = path, tokenizer, vit_sizes, vae_sizes
-        self.lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if not self.lines:
-            raise ValueError(f"{path}: no samples")
-
-    def texts(self):
-        for line in self.lines:
-            yield from (item["text"] for item in json.loads(line)["items"] if "text" in item)
-
-    def sample(self, rng: random.Random) -> list:
-        index = rng.randrange(len(self.lines))
-        try:
-            return [self.item(item) for item in json.loads(self.lines[index])["items"]]
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{self.path}, line {index + 1}: not a valid sample ({error!r})") from None
-
-    def item(self, item: dict):
-        if "text" in item:
-            return Text(
-                self.tokenizer.encode(item["text"]),
-                loss=item.get("loss", False),
-                droppable=item.get("droppable", False),
-            )
-        image = load_image(self.path.parent / item["image"])
-        if item["as"] == "vit":
-            return VitImage(
-                to_tensor(resize_for_encoder(image, *self.vit_sizes)), droppable=item.get("droppable", False)
-            )
-        return VaeImage(
-            to_tensor(resize_for_encoder(image, *self.vae_sizes)),
-            loss=item.get("loss", False),
-            droppable=item.get("droppable", False),
-        )
-
-
-class ShapesData:
-    """Shapes World tasks as packing items."""
-
-    def __init__(self, tokenizer: BagelTokenizer, image_size: int):
-        from bagel_mini import shapes_world
-
-        self.world, self.tokenizer, self.image_size = shapes_world, tokenizer, image_size
-
-    def texts(self):
-        return self.world.corpus(20_000, seed=0)
-
-    def sample(self, rng: random.Random) -> list:
-        task = self.world.random_task(rng, image_size=self.image_size)
-        return self.world.to_sample(task, self.tokenizer.encode, rng)
-
-
-def micro_batch(args, data, pack_config: PackConfig, step: int, index: int):
-    """Samples drawn until the next one would overflow the token budget, packed; all seeded by (seed, step, index).
-
-    The sample that overflows is drawn and dropped, so each micro-batch depends on its seed alone."""
-    rng = random.Random(generator_seed(args, step, index))
-    endless = iter(lambda: data.sample(rng), None)  # a sample is never None: the stream never ends
-    try:
-        return next(pack_by_budget(endless, pack_config, args.tokens, rng)), rng
-    except ValueError as error:
-        raise ValueError(f"micro-batch {index} of step {step + 1} (--tokens {args.tokens}): {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,107 +143,29 @@ def learning_rate(args, step: int) -> float:
     return args.lr * min(1.0, (step + 1) / args.warmup)
 
 
-def make_optimizer(model: nn.Module, args) -> torch.optim.Optimizer:
-    parameters = [p for p in model.parameters() if p.requires_grad]
+def set_learning_rate(optimizer: torch.optim.Optimizer, args, step: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(args, step)
+
+
+def make_optimizer(parameters: list[nn.Parameter], args) -> torch.optim.Optimizer:
     return torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.95), eps=1e-15, weight_decay=0.0)
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Whole tensors on the CPU (FSDP keeps each process's shard only: gathering is a collective)."""
-    return {
-        name: (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu().contiguous()
-        for name, t in tensors.items()
-    }
+def autoencoder_dir(args) -> Path:
+    """--autoencoder, or for the toy preset the embedded autoencoder."""
+    if args.autoencoder:
+        return Path(args.autoencoder)
+    if args.preset == "toy":
+        return DEFAULT_MODEL
+    raise ConfigError(
+        f"--autoencoder DIR is required for --preset {args.preset}: train one with `python train.py --stage vae`"
+    )
 
 
-def save_run_checkpoint(out: Path, step: int, model, ema, autoencoder, optimizer, tokenizer, args, rank: int) -> None:
-    """Write OUT/step-N atomically (a temporary directory, then a rename), then point OUT/last at it.
-
-    Every process takes part in gathering the state; process 0 writes.
-    """
-    weights = get_model_state_dict(model, options=FULL)
-    optimizer_state = get_optimizer_state_dict(model, optimizer, options=FULL)
-    ema = full_tensors(ema)
-    if rank != 0:
-        return
-    with torch.device("meta"):
-        ema_model = Bagel(model.config)
-    ema_model.load_state_dict(ema, assign=True)
-    name, temporary = f"step-{step:06d}", out / f".step-{step:06d}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    save_checkpoint(ema_model, autoencoder, temporary)  # the released layout: ema.safetensors, configs
-    tokenizer.save(temporary)
-    save_file({k: v.contiguous() for k, v in weights.items()}, temporary / "model.safetensors")
-    flat = {f"{fqn}.{key}": value for fqn, values in optimizer_state["state"].items() for key, value in values.items()}
-    save_file({k: torch.as_tensor(v).contiguous() for k, v in flat.items()}, temporary / "optimizer.safetensors")
-    write_json_atomic(temporary / "state.json", {"step": step, "args": vars(args)})
-    shutil.rmtree(out / name, ignore_errors=True)  # a leftover of a run killed between the rename and the link
-    os.replace(temporary, out / name)
-    link = out / ".last.tmp"
-    link.unlink(missing_ok=True)
-    link.symlink_to(name)
-    os.replace(link, out / "last")  # atomic: `last` always names a complete checkpoint
-    for old in sorted(out.glob("step-*"))[: -args.keep]:
-        shutil.rmtree(old)
-
-
-def load_run_checkpoint(directory: Path, model, ema, optimizer) -> int:
-    """Restore weights, EMA and optimiser from a checkpoint of this script; returns its step."""
-    set_model_state_dict(model, load_file(directory / "model.safetensors"), options=FULL)
-    ema_weights = load_model_weights(directory, model.config)
-    with torch.no_grad():
-        for name, tensor in ema.items():
-            source = ema_weights[name]
-            tensor.copy_(distribute_like(source, tensor))
-    state = {}
-    for key, value in load_file(directory / "optimizer.safetensors").items():
-        fqn, name = key.rsplit(".", 1)
-        state.setdefault(fqn, {})[name] = value
-    groups = get_optimizer_state_dict(model, optimizer)["param_groups"]  # names of every rank's parameters
-    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=FULL)
-    return json.loads((directory / "state.json").read_text())["step"]
-
-
-def distribute_like(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`source` laid out as `target`: sharded like it under FSDP (a DTensor), the whole tensor otherwise."""
-    if hasattr(target, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
-        return distribute_tensor(source.to(target.device), target.device_mesh, target.placements)
-    return source
-
-
-# ---------------------------------------------------------------------------------------------
-# The training loops
-
-
-def setup_distributed(args) -> tuple[int, int, torch.device]:
-    """rank, world size and device; torchrun sets RANK / WORLD_SIZE."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
-        return dist.get_rank(), world, device
-    return 0, 1, device
-
-
-def load_autoencoder(directory: str | None, device) -> AutoEncoder:
-    if directory is None:
-        raise ConfigError("--autoencoder DIR is required: train one first with `python train.py --stage vae --out DIR`")
-    return checkpoint.load_autoencoder(directory, torch.float32, device)
-
-
+@torch.no_grad()
 def encode_images(autoencoder: AutoEncoder, images: list[torch.Tensor], generator: torch.Generator, device):
-    """Latents of a batch's VAE images, each at its own size, images of one size encoded together."""
+    """Latents of a batch's VAE images, in their order; images of one size are encoded together."""
     latents = [None] * len(images)
     by_size = {}
     for index, image in enumerate(images):
@@ -333,45 +179,43 @@ def encode_images(autoencoder: AutoEncoder, images: list[torch.Tensor], generato
     return latents
 
 
+# ---------------------------------------------------------------------------------------------
+# The training loops
+
+
 def train(args) -> None:
-    out = Path(args.out)
+    out, resume_dir = Path(args.out), Path(args.out) / "last"
     rank, world, device = setup_distributed(args)
     torch.manual_seed(args.seed)
-    resume_dir = out / "last"
     if args.resume and not resume_dir.exists():
         raise FileNotFoundError(f"{resume_dir}: nothing to resume (no complete checkpoint yet)")
     if not args.resume and resume_dir.exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
-    # The model, its autoencoder and its tokenizer.
-    autoencoder = load_autoencoder(args.autoencoder, device)
+    # The model, its autoencoder, its tokenizer and its data.
+    autoencoder = checkpoint.load_autoencoder(resume_dir if args.resume else autoencoder_dir(args), device=device)
     config = load_config_dir(resume_dir) if args.resume else preset(args.preset, args.arch)
     if not args.resume and (args.timestep_shift or args.stage == "continue"):
         config.timestep_shift = args.timestep_shift or 4.0
     config.vae = autoencoder.config
-    vit_stride, vae_stride = config.vit.patch_size, config.pixels_per_latent_token
-    sizes = (
-        (vit_stride * config.vit_max_num_patch_per_side, vit_stride, vit_stride),
-        (vae_stride * config.max_latent_size, vae_stride, vae_stride),
-    )
+    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
     if args.resume:
-        tokenizer = BagelTokenizer.from_dir(resume_dir)
+        data.tokenizer = BagelTokenizer.from_dir(resume_dir)
     else:
-        tokenizer = BagelTokenizer.train(make_data(args, None, *sizes).texts(), config.llm.vocab_size)
-    data = make_data(args, tokenizer, *sizes)
+        data.tokenizer = BagelTokenizer.train(data.texts(), config.llm.vocab_size)
+    pack_config = PackConfig.for_model(config, data.tokenizer.special_ids, dropout=ConditionDropout(*args.dropout))
     model = Bagel(config)
     init_weights(model)
     if args.init and not args.resume:
-        model.load_state_dict(load_model_weights(args.init, config))
+        model.load_state_dict(checkpoint.load_model_weights(args.init, config))
     model.to(device)
     set_trainable(model, args.stage)
     wrapped = wrap_distributed(model, args, world, device)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = make_optimizer(model, args)
-    start = load_run_checkpoint(resume_dir, model, ema, optimizer) if args.resume else 0
-
-    pack_config = PackConfig.for_model(config, tokenizer.special_ids, dropout=ConditionDropout(*args.dropout))
     trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, args)
+    start = checkpoint.load_run_checkpoint(resume_dir, model, ema, optimizer) if args.resume else 0
+
     log_path = out / "loss.csv"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -380,16 +224,14 @@ def train(args) -> None:
     seen, busy = 0, 0.0  # tokens (all processes) and seconds spent in steps since this process began
     for step in progress:
         began = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(args, step)
+        set_learning_rate(optimizer, args, step)
         totals = torch.zeros(3, device=device)  # loss, ce, mse summed over this process's micro-batches
         tokens = 0
         for micro in range(args.accum):
-            batch, rng = micro_batch(args, data, pack_config, step, rank * args.accum + micro)
+            batch, rng = micro_batch(data, pack_config, args.tokens, args.seed, step, rank * args.accum + micro)
             batch = batch.to(device)
             generator = torch.Generator().manual_seed(rng.randrange(2**63))
-            with torch.no_grad():
-                latents = encode_images(autoencoder, batch.vae_images, generator, device)
+            latents = encode_images(autoencoder, batch.vae_images, generator, device)  # one per batch.vae_images
             noise = torch.randn(len(batch.vae_indexes), config.patch_latent_dim, generator=generator).to(device)
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 result = wrapped(batch, latents, noise=noise, ce_weight=args.ce_weight, mse_weight=args.mse_weight)
@@ -400,10 +242,8 @@ def train(args) -> None:
             dist.all_reduce(totals)
         totals /= args.accum * world
         if not torch.isfinite(totals).all():
-            sys.exit(
-                f"error: the loss became {totals[0].item()} at step {step + 1}; stopped. The last good "
-                f"checkpoint is {out / 'last'}"
-            )
+            last = f"the last good checkpoint is {resume_dir}" if resume_dir.exists() else "no checkpoint was written"
+            sys.exit(f"error: the loss became {totals[0].item()} at step {step + 1}; stopped ({last})")
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -417,7 +257,10 @@ def train(args) -> None:
         if rank == 0:
             append_log_row(log_path, [step + 1, loss, ce, mse])
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
-            save_run_checkpoint(out, step + 1, model, ema, autoencoder, optimizer, tokenizer, args, rank)
+            state = {"args": vars(args)}
+            checkpoint.save_run_checkpoint(
+                out, step + 1, model, ema, autoencoder, optimizer, data.tokenizer, state, args.keep, rank
+            )
             if rank == 0:
                 plot_losses(log_path, out / "loss.png")
                 if args.eval_every and ((step + 1) // args.checkpoint_every) % args.eval_every == 0:
@@ -427,14 +270,12 @@ def train(args) -> None:
 
 
 def train_autoencoder(args) -> None:
-    """The FLUX autoencoder architecture at the preset's width, trained on the data's images.
+    """The FLUX autoencoder architecture at the preset's width, trained on the data's images (vae.py's losses).
 
-    The loss is pixel MSE plus a small KL term (the FLUX AE also used perceptual and adversarial
-    losses; this is enough for flat synthetic shapes). At the end the latent statistics give
-    `shift_factor` and `scale_factor`, so that scaled latents have zero mean and unit variance, as
-    BAGEL's flow expects. With --autoencoder it starts from that autoencoder; with --decoder-only the
-    encoder, and so the latent space, stays as it was: a Bagel already trained on it gets sharper images
-    without retraining.
+    At the end the latent statistics give `shift_factor` and `scale_factor`, so that scaled latents have
+    zero mean and unit variance, as BAGEL's flow expects. With --autoencoder it starts from that
+    autoencoder; with --decoder-only the encoder, and so the latent space, stays as it was: a Bagel
+    already trained on it gets sharper images without retraining.
     """
     out = Path(args.out)
     if (out / "ae.safetensors").exists() and not args.resume:
@@ -443,41 +284,29 @@ def train_autoencoder(args) -> None:
         raise ConfigError("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
     _, _, device = setup_distributed(args)
     torch.manual_seed(args.seed)
-    config = preset(args.preset, args.arch)
+    config = preset(args.preset)
     if args.autoencoder:
-        autoencoder = load_autoencoder(args.autoencoder, device).train().requires_grad_(True)
+        autoencoder = checkpoint.load_autoencoder(args.autoencoder, device=device).train().requires_grad_(True)
         config.vae = autoencoder.config
     else:
         autoencoder = AutoEncoder(config.vae).to(device)
     autoencoder.encoder.requires_grad_(not args.decoder_only)
-    stride = config.pixels_per_latent_token
-    data = make_data(
-        args,
-        BagelTokenizer.train(["a"], 300),
-        (stride, stride, stride),
-        (stride * config.max_latent_size, stride, stride),
-    )
+    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
     trainable = [p for p in autoencoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     progress = tqdm(range(args.max_steps), desc="autoencoder")
     for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(args, step)
-        images = training_images(data, random.Random(generator_seed(args, step, 0)), count=16)
-        mean, logvar = autoencoder.encoder(images.to(device)).chunk(2, dim=1)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        reconstruction = autoencoder.decoder(z)
-        mse = F.mse_loss(reconstruction, images.to(device))
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        loss = mse + 1e-4 * kl
-        loss.backward()
+        set_learning_rate(optimizer, args, step)
+        images = autoencoder_batch(data, random.Random(generator_seed(args.seed, step, 0)), count=16).to(device)
+        mse, kl = autoencoder.training_losses(images)
+        (mse + 1e-4 * kl).backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         progress.set_postfix(mse=f"{mse.item():.5f}", kl=f"{kl.item():.3f}")
     if not args.decoder_only:  # a new latent space: measure its statistics (a kept encoder keeps its own)
         with torch.no_grad():
-            images = torch.cat([training_images(data, random.Random(-i), count=16) for i in range(4)])
+            images = torch.cat([autoencoder_batch(data, random.Random(-i), count=16) for i in range(4)])
             mean, _ = autoencoder.encoder(images.to(device)).chunk(2, dim=1)
         autoencoder.config.shift_factor = mean.mean().item()
         autoencoder.config.scale_factor = 1.0 / (mean - mean.mean()).std().item()
@@ -493,22 +322,21 @@ def train_autoencoder(args) -> None:
     )
 
 
-def training_images(data, rng: random.Random, count: int) -> torch.Tensor:
-    """`count` images of one size, taken from the data's generation targets and context images."""
-    images = []
-    while len(images) < count:
-        images += [item.pixels for item in data.sample(rng) if isinstance(item, VaeImage)]
-    size = images[0].shape
-    return torch.stack([image for image in images if image.shape == size][:count])
+# ---------------------------------------------------------------------------------------------
+# Processes, evaluation, logs
 
 
-def make_data(args, tokenizer, vit_sizes, vae_sizes):
-    if args.data == "shapes":
-        return ShapesData(tokenizer, args.image_size)
-    path = Path(args.data)
-    if not path.is_file():
-        raise FileNotFoundError(f"--data {path}: no such file")
-    return JsonlData(path, tokenizer, vit_sizes, vae_sizes)
+def setup_distributed(args) -> tuple[int, int, torch.device]:
+    """rank, world size and device; torchrun sets RANK / WORLD_SIZE."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        return dist.get_rank(), world, device
+    return 0, 1, device
 
 
 def wrap_distributed(model: nn.Module, args, world: int, device) -> nn.Module:

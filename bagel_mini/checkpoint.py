@@ -4,26 +4,33 @@ Our modules use short names that say what a weight is for (`llm.layers.3.gen.att
 generation expert's query projection). The release uses the official module tree
 (`language_model.model.layers.3.self_attn.q_proj_moe_gen`). `KEY_TABLE` maps one to the other, rule
 by rule; loading and saving in the released layout both go through it.
+`released_keys(preset("bagel-7b-mot"))` lists the released keys and shapes our model reads, built on the
+meta device (no memory, no random init).
 
-    python -m bagel_mini.checkpoint keys --preset bagel-7b-mot
-
-prints the released keys and shapes our model reads for a preset, built on the meta device (no
-memory, no random init).
+Training runs (train.py) write the same layout into step directories, plus what resuming needs: see
+`save_run_checkpoint` at the end.
 """
 
-import argparse
 import json
 import math
 import mmap
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
-from bagel_mini.config import BagelConfig, load_config_dir, preset, save_config_dir
+from bagel_mini.config import BagelConfig, load_config_dir, save_config_dir, write_json_atomic
 from bagel_mini.model import Bagel
 from bagel_mini.siglip import conv_to_linear_weight
 from bagel_mini.vae import AutoEncoder
@@ -317,16 +324,76 @@ def save_checkpoint(
         os.replace(temporary, directory / file_name)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bagel_mini.checkpoint", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    keys = commands.add_parser("keys", help="print the released keys and shapes a preset reads, as JSON")
-    keys.add_argument("--preset", default="bagel-7b-mot")
-    keys.add_argument("--arch", default="mot", choices=["mot", "moe", "dense"])
-    args = parser.parse_args(argv)
-    if args.command == "keys":
-        print(json.dumps(released_keys(preset(args.preset, args.arch)), indent=1))
+# ---------------------------------------------------------------------------------------------
+# Training runs: OUT/step-NNNNNN directories and the OUT/last link
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-if __name__ == "__main__":
-    main()
+def save_run_checkpoint(
+    out: Path, step: int, model, ema: dict, autoencoder, optimizer, tokenizer, state: dict, keep: int, rank: int
+) -> None:
+    """Write OUT/step-N atomically (a temporary directory, then a rename), then point OUT/last at it.
+
+    The directory is a checkpoint in the released layout (`ema.safetensors` holds the EMA weights, as in
+    the release) plus the raw weights, the optimiser state and `state.json` (with `state`) for resuming.
+    Every process takes part in gathering the state (FSDP keeps a shard per process); process 0 writes.
+    Only the newest `keep` step directories stay.
+    """
+    weights = get_model_state_dict(model, options=FULL)
+    optimizer_state = get_optimizer_state_dict(model, optimizer, options=FULL)
+    ema = _full_tensors(ema)
+    if rank != 0:
+        return
+    with torch.device("meta"):
+        ema_model = Bagel(model.config)
+    ema_model.load_state_dict(ema, assign=True)
+    name, temporary = f"step-{step:06d}", out / f".step-{step:06d}.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    save_checkpoint(ema_model, autoencoder, temporary)
+    tokenizer.save(temporary)
+    save_file({k: v.contiguous() for k, v in weights.items()}, temporary / "model.safetensors")
+    flat = {f"{fqn}.{key}": value for fqn, values in optimizer_state["state"].items() for key, value in values.items()}
+    save_file({k: torch.as_tensor(v).contiguous() for k, v in flat.items()}, temporary / "optimizer.safetensors")
+    write_json_atomic(temporary / "state.json", {"step": step, **state})
+    shutil.rmtree(out / name, ignore_errors=True)  # a leftover of a run killed between the rename and the link
+    os.replace(temporary, out / name)
+    link = out / ".last.tmp"
+    link.unlink(missing_ok=True)
+    link.symlink_to(name)
+    os.replace(link, out / "last")  # atomic: `last` always names a complete checkpoint
+    for old in sorted(out.glob("step-*"))[:-keep]:
+        shutil.rmtree(old)
+
+
+def load_run_checkpoint(directory: Path, model, ema: dict, optimizer) -> int:
+    """Restore weights, EMA and optimiser from a run checkpoint (sharded again under FSDP); returns its step."""
+    set_model_state_dict(model, load_file(directory / "model.safetensors"), options=FULL)
+    ema_weights = load_model_weights(directory, model.config)
+    with torch.no_grad():
+        for name, tensor in ema.items():
+            tensor.copy_(_distribute_like(ema_weights[name], tensor))
+    state = {}
+    for key, value in load_file(directory / "optimizer.safetensors").items():
+        fqn, name = key.rsplit(".", 1)
+        state.setdefault(fqn, {})[name] = value
+    groups = get_optimizer_state_dict(model, optimizer)["param_groups"]  # names of every rank's parameters
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=FULL)
+    return json.loads((directory / "state.json").read_text())["step"]
+
+
+def _full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole tensors on the CPU (FSDP keeps each process's shard only: gathering is a collective)."""
+    return {
+        name: (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu().contiguous()
+        for name, t in tensors.items()
+    }
+
+
+def _distribute_like(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`source` laid out as `target`: sharded like it under FSDP (a DTensor), the whole tensor otherwise."""
+    if hasattr(target, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(source.to(target.device), target.device_mesh, target.placements)
+    return source

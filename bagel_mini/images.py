@@ -16,9 +16,7 @@ from einops import rearrange
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-# The released pipeline's settings (official ImageTransform(max_size, min_size, stride)).
-VIT_MAX_SIZE, VIT_MIN_SIZE, VIT_STRIDE = 980, 224, 14  # stride = ViT patch: at most 70 patches per side
-VAE_MAX_SIZE, VAE_MIN_SIZE, VAE_STRIDE = 1024, 512, 16  # stride = 8x VAE downsampling * 2x2 latent patch
+from bagel_mini.config import BagelConfig
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -90,6 +88,29 @@ def encoder_size(width: int, height: int, max_size: int, min_size: int, stride: 
     if max(width, height) > max_size:
         width, height = scaled(width, height, max_size / max(width, height))
     return width, height
+
+
+def vit_resize(config: BagelConfig) -> tuple[int, int, int]:
+    """(max_size, min_size, stride) for the ViT, as training and inference both resize.
+
+    The released inferencer's ImageTransform(980, 224, 14): the long side fills the position table
+    (70 patches of 14), the short side is at least 224 pixels. Smaller presets keep the rule, capped at
+    their table.
+    """
+    stride = config.vit.patch_size
+    max_size = stride * config.vit_max_num_patch_per_side
+    return max_size, min(224 // stride * stride, max_size), stride
+
+
+def vae_resize(config: BagelConfig) -> tuple[int, int, int]:
+    """(max_size, min_size, stride) for the autoencoder: the released ImageTransform(1024, 512, 16).
+
+    The long side fills the latent position table (64 tokens of 16 pixels), the short side is at least
+    half of that; the stride is one latent token (8x downsampling times the 2x2 latent patch).
+    """
+    stride = config.pixels_per_latent_token
+    max_size = stride * config.max_latent_size
+    return max_size, max(stride, max_size // 2 // stride * stride), stride
 
 
 def resize_for_encoder(image: Image.Image, max_size: int, min_size: int, stride: int) -> Image.Image:

@@ -25,9 +25,19 @@ from tqdm import tqdm
 from bagel_mini.attention import branches_mask
 from bagel_mini.cfg import RENORM_TYPES, combine, guidance_active
 from bagel_mini.flow import euler_step, sampling_schedule
-from bagel_mini.images import grid_position_ids, patchify, resize_for_encoder, to_rgb, to_tensor, unpatchify
+from bagel_mini.images import (
+    grid_position_ids,
+    patchify,
+    resize_for_encoder,
+    to_rgb,
+    to_tensor,
+    unpatchify,
+    vae_resize,
+    vit_resize,
+)
 from bagel_mini.model import Bagel
 from bagel_mini.mot import KVCache
+from bagel_mini.navit import image_block, text_block
 from bagel_mini.tokenizer import BagelTokenizer
 from bagel_mini.vae import AutoEncoder
 
@@ -102,14 +112,7 @@ class Inferencer:
         self.autoencoder = autoencoder.eval()
         self.tokenizer = tokenizer
         self.special = special_ids
-        config = model.config
-        # Resize settings (max, min, stride): the released ViT 980 / 224 / 14 and VAE 1024 / 512 / 16,
-        # derived from the position tables so that smaller presets get their own.
-        vit_stride, vae_stride = config.vit.patch_size, config.pixels_per_latent_token
-        vit_max = vit_stride * config.vit_max_num_patch_per_side
-        vae_max = vae_stride * config.max_latent_size
-        self.vit_sizes = (vit_max, min(224 // vit_stride * vit_stride, vit_max), vit_stride)
-        self.vae_sizes = (vae_max, max(vae_stride, vae_max // 2 // vae_stride * vae_stride), vae_stride)
+        self.vit_sizes, self.vae_sizes = vit_resize(model.config), vae_resize(model.config)  # (max, min, stride)
 
     @property
     def device(self) -> torch.device:
@@ -126,14 +129,14 @@ class Inferencer:
 
     @torch.no_grad()
     def add_text(self, context: Context, text: str | list[int]) -> Context:
-        """[bos] + text + [eos] as one causal block."""
+        """[bos] + text + [eos] as one causal block (navit.text_block)."""
         ids = self._encode(text) if isinstance(text, str) else list(text)
-        ids = [self.special["bos_token_id"], *ids, self.special["eos_token_id"]]
-        positions = torch.arange(context.position, context.position + len(ids), device=self.device)
+        block = text_block(ids, self.special["bos_token_id"], self.special["eos_token_id"], context.position)
+        positions = torch.tensor(block.positions, device=self.device)
         _, cache = self.model.llm.extend(
-            self._embed_ids(ids), positions, self._gen_mask(len(ids)), context.cache, causal=True
+            self._embed_ids(block.ids), positions, self._gen_mask(len(block.ids)), context.cache, causal=True
         )
-        return Context(cache, context.position + len(ids), context.images)
+        return Context(cache, block.next_position, context.images)
 
     @torch.no_grad()
     def add_vit_image(self, context: Context, pixels: Tensor) -> Context:
@@ -173,11 +176,10 @@ class Inferencer:
         return context
 
     def _add_image_block(self, context: Context, tokens: Tensor, is_vae: bool) -> Context:
-        """[start_of_image] + tokens + [end_of_image], one position, full attention; then the position moves on."""
-        block, is_gen = self._image_block(tokens, is_vae)
-        positions = torch.full((len(block),), context.position, device=self.device)
-        _, cache = self.model.llm.extend(block, positions, is_gen, context.cache, causal=False)
-        return Context(cache, context.position + 1, context.images + 1)
+        """The image block of `tokens` (navit.image_block), with full attention; then the position moves on."""
+        rows, positions, is_gen, next_position = self._image_block(tokens, is_vae, context.position)
+        _, cache = self.model.llm.extend(rows, positions, is_gen, context.cache, causal=False)
+        return Context(cache, next_position, context.images + 1)
 
     # ---- text ---------------------------------------------------------------------------------
 
@@ -256,17 +258,14 @@ class Inferencer:
         joint_cache = KVCache.concatenate([branch.cache for branch in branches])
         block_length = h * w + 2
         mask = branches_mask([branch.length for branch in branches], [block_length] * len(branches), self.device)
-        positions = torch.cat([torch.full((block_length,), branch.position) for branch in branches]).to(self.device)
-        is_gen = self._gen_mask(block_length)
-        is_gen[1:-1] = True  # the markers run in the understanding expert, the latent tokens in the generation one
-        is_gen = is_gen.repeat(len(branches))
 
         schedule = sampling_schedule(settings.num_timesteps, settings.timestep_shift).tolist()
         records = []
         for t, t_next in tqdm(list(zip(schedule[:-1], schedule[1:])), desc="denoising", disable=not progress):
             tokens = self.model.embed_vae(x, torch.full((h * w,), t, device=self.device), position_ids)
-            block, _ = self._image_block(tokens, is_vae=True)
-            hidden = self.model.llm.query(block.repeat(len(branches), 1), positions, is_gen, joint_cache, mask)
+            blocks = [self._image_block(tokens, True, branch.position) for branch in branches]  # one per branch
+            rows, positions, is_gen = (torch.cat([block[part] for block in blocks]) for part in range(3))
+            hidden = self.model.llm.query(rows, positions, is_gen, joint_cache, mask)
             velocities = self.model.llm2vae(hidden.unflatten(0, (len(branches), block_length))[:, 1:-1])
             v = velocities[0]
             v_no_text = velocities[1] if text_guidance else v
@@ -367,10 +366,13 @@ class Inferencer:
     def _gen_mask(self, length: int) -> Tensor:
         return torch.zeros(length, dtype=torch.bool, device=self.device)
 
-    def _image_block(self, tokens: Tensor, is_vae: bool) -> tuple[Tensor, Tensor]:
-        """Rows [start_of_image, tokens..., end_of_image] and which of them the generation expert runs."""
-        markers = self._embed_ids([self.special["start_of_image"], self.special["end_of_image"]])
-        block = torch.cat([markers[:1], tokens.to(markers.dtype), markers[1:]])
-        is_gen = self._gen_mask(len(block))
+    def _image_block(self, tokens: Tensor, is_vae: bool, position: int) -> tuple[Tensor, Tensor, Tensor, int]:
+        """An image block at `position` (navit.image_block): its input rows [start_of_image, tokens...,
+        end_of_image], their RoPE positions, which rows the generation expert runs (the image's own VAE
+        tokens; the markers are text), and the next block's position."""
+        block = image_block(len(tokens), self.special["start_of_image"], self.special["end_of_image"], position)
+        markers = self._embed_ids([block.ids[0], block.ids[-1]])
+        rows = torch.cat([markers[:1], tokens.to(markers.dtype), markers[1:]])
+        is_gen = self._gen_mask(len(rows))
         is_gen[1:-1] = is_vae
-        return block, is_gen
+        return rows, torch.tensor(block.positions, device=self.device), is_gen, block.next_position

@@ -119,25 +119,20 @@ class Bagel(nn.Module):
         """
         return self.vae2llm(latent_patches) + self.time_embedder(timesteps) + self.latent_pos_embed(position_ids)
 
-    def embed_batch(self, batch: PackedBatch, latents: list[Tensor], noise: Tensor | None = None) -> dict:
-        """The LLM input sequence (L, hidden) of a packed batch, and the flow quantities of its VAE tokens.
+    def embed_batch(self, batch: PackedBatch, noised_latent_tokens: Tensor, timesteps: Tensor) -> Tensor:
+        """The LLM input sequence (L, hidden) of a packed batch.
 
-        latents: one (z_channels, 2h, 2w) latent per VAE image of the batch (autoencoder.encode).
-        noise: (n_vae, patch_latent_dim) flow noise, drawn here if not given.
+        noised_latent_tokens: (n_vae, patch_latent_dim) VAE tokens at their diffusion times (n_vae,), in the
+        order of batch.vae_indexes; clean context images are at t = 0.
         """
         embed = self.llm.embed_tokens
         sequence = embed.weight.new_zeros(batch.sequence_length, self.config.llm.hidden_size)
         sequence[batch.text_indexes] = embed(batch.text_ids)
         if batch.vit_lengths:
             sequence[batch.vit_indexes] = self.embed_vit(batch.vit_patches, batch.vit_position_ids, batch.vit_lengths)
-        flow = {}
         if batch.latent_grids:
-            clean = self.latent_tokens(latents, batch.latent_grids)  # (n_vae, patch_latent_dim)
-            noise = torch.randn_like(clean) if noise is None else noise
-            t = training_timesteps(batch.raw_timesteps, self.config.timestep_shift)  # 0 for clean images
-            sequence[batch.vae_indexes] = self.embed_vae(add_noise(clean, noise, t), t, batch.latent_position_ids)
-            flow = {"clean": clean, "noise": noise, "timesteps": t}
-        return {"sequence": sequence, **flow}
+            sequence[batch.vae_indexes] = self.embed_vae(noised_latent_tokens, timesteps, batch.latent_position_ids)
+        return sequence
 
     def latent_tokens(self, latents: list[Tensor], grids: list[tuple[int, int]]) -> Tensor:
         """Cut each latent into 2x2 patches, row by row: (n_vae, patch_latent_dim)."""
@@ -150,6 +145,8 @@ class Bagel(nn.Module):
             if tuple(latent.shape) != expected:
                 raise ValueError(f"latent {index} has shape {tuple(latent.shape)}, expected {expected}")
             tokens.append(patchify(latent, p))
+        if not tokens:  # a batch without VAE images
+            return self.llm.embed_tokens.weight.new_zeros(0, self.config.patch_latent_dim)
         return torch.cat(tokens)
 
     def forward(
@@ -163,15 +160,29 @@ class Bagel(nn.Module):
     ) -> dict:
         """Losses of one packed batch (on the model's device: `batch.to(device)`).
 
+        latents: one (z_channels, 2h, 2w) latent per VAE image, in the order of batch.vae_images
+        (autoencoder.encode of each); their tokens then follow batch.vae_indexes, which packing laid out
+        in the same order. noise: (n_vae, patch_latent_dim) flow noise, drawn here if not given.
+
         Returns per-token `ce` (n_ce,) and `mse` (n_mse, patch_latent_dim), their means `ce_loss`
         (weighted by batch.ce_weights) and `mse_loss`, the total `loss` = ce_weight * ce_loss +
-        mse_weight * mse_loss, and the `hidden` states and input `sequence` for inspection. The mask
-        defaults to the dense generalized causal mask; pass a FlexAttention block mask on a GPU.
+        mse_weight * mse_loss, and for inspection the `hidden` states, the input `sequence` and the flow's
+        `clean`, `noise` and `timesteps`. The mask defaults to the dense generalized causal mask; pass a
+        FlexAttention block mask on a GPU.
         """
-        inputs = self.embed_batch(batch, latents, noise)
+        # A noised image's path (rectified flow, flow.py): packing drew one raw normal per image (or
+        # group of frames); here it becomes t, the clean tokens are moved towards the noise, and the
+        # target is the velocity from clean to noise. Clean context images have t = 0.
+        clean = self.latent_tokens(latents, batch.latent_grids)  # (n_vae, patch_latent_dim)
+        noise = torch.randn_like(clean) if noise is None else noise
+        t = training_timesteps(batch.raw_timesteps, self.config.timestep_shift)  # (n_vae,)
+        noised = add_noise(clean, noise, t)
+        target = velocity_target(clean, noise)[t > 0]  # (n_mse, patch_latent_dim), in the order of mse_indexes
+
+        sequence = self.embed_batch(batch, noised, t)
         if mask is None:
-            mask = dense_mask(batch.splits, batch.sequence_length, device=inputs["sequence"].device)
-        hidden = self.llm(inputs["sequence"], batch.position_ids, batch.is_gen, mask)
+            mask = dense_mask(batch.splits, batch.sequence_length, device=sequence.device)
+        hidden = self.llm(sequence, batch.position_ids, batch.is_gen, mask)
         zero = hidden.new_zeros(())
 
         ce, ce_loss = hidden.new_zeros(0), zero
@@ -183,9 +194,9 @@ class Bagel(nn.Module):
         mse, mse_loss = hidden.new_zeros(0, self.config.patch_latent_dim), zero
         if len(batch.mse_indexes):
             prediction = self.llm2vae(hidden[batch.mse_indexes])
-            target = velocity_target(inputs["clean"], inputs["noise"])[inputs["timesteps"] > 0]
             mse = (prediction.float() - target.float()) ** 2
             mse_loss = mse.mean()
 
         losses = {"loss": ce_weight * ce_loss + mse_weight * mse_loss, "ce_loss": ce_loss, "mse_loss": mse_loss}
-        return {**losses, "ce": ce, "mse": mse, "hidden": hidden, **inputs}
+        flow = {"clean": clean, "noise": noise, "timesteps": t}
+        return {**losses, "ce": ce, "mse": mse, "hidden": hidden, "sequence": sequence, **flow}

@@ -96,6 +96,34 @@ class PackConfig:
 CE_WEIGHTS = {"token": lambda n: 1.0, "sample": lambda n: 1.0 / n, "square": lambda n: 1.0 / math.sqrt(n)}
 
 
+# ---------------------------------------------------------------------------------------------
+# The sequence layout: packing, the inferencer and the fixture tests all build their blocks here.
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of the sequence: its ids (None where an image token goes), RoPE positions, next block's position."""
+
+    ids: list[int | None]
+    positions: list[int]
+    next_position: int
+
+
+def text_block(ids: list[int], bos: int, eos: int, position: int) -> Block:
+    """A text reads [bos] + ids + [eos], and its RoPE positions count up from `position`."""
+    ids = [bos, *ids, eos]
+    return Block(ids, list(range(position, position + len(ids))), position + len(ids))
+
+
+def image_block(count: int, start_of_image: int, end_of_image: int, position: int, advance: int = 1) -> Block:
+    """An image reads [start_of_image] + its `count` tokens + [end_of_image], all at one RoPE position.
+
+    The next block starts one higher; a noised target advances by 0 (the clean copy of the same image
+    that may follow shares its position), a diffusion-forcing frame by its frame_delta.
+    """
+    return Block([start_of_image, *[None] * count, end_of_image], [position] * (count + 2), position + advance)
+
+
 @dataclass
 class PackedBatch:
     """One packed sequence of L tokens and everything the model reads from it."""
@@ -180,17 +208,32 @@ def pack_by_budget(
 
 @dataclass
 class _Builder:
-    """The growing packed sequence; one method per kind of item."""
+    """The growing packed sequence; one method per kind of item. Lists run in sequence order."""
 
     config: PackConfig
     rng: random.Random
     length: int = 0  # tokens so far
-    lists: dict = field(default_factory=lambda: {name: [] for name in _LIST_FIELDS})
-    sample_lengths: list = field(default_factory=list)
-    splits: list = field(default_factory=list)
-    sample_splits: list = field(default_factory=list)  # splits of the sample being added
     position: int = 0  # next RoPE position in the sample being added
     raw_timestep: float = 0.0  # noise level of the current noised image or group of frames
+    sample_lengths: list[int] = field(default_factory=list)
+    splits: list[list[Split]] = field(default_factory=list)
+    sample_splits: list[Split] = field(default_factory=list)  # splits of the sample being added
+    position_ids: list[int] = field(default_factory=list)  # per token
+    text_ids: list[int] = field(default_factory=list)  # per text or marker token
+    text_indexes: list[int] = field(default_factory=list)
+    label_ids: list[int] = field(default_factory=list)  # per CE token
+    ce_indexes: list[int] = field(default_factory=list)
+    ce_weights: list[float] = field(default_factory=list)
+    vit_patches: list[Tensor] = field(default_factory=list)  # per ViT image
+    vit_position_ids: list[Tensor] = field(default_factory=list)
+    vit_lengths: list[int] = field(default_factory=list)
+    vit_indexes: list[int] = field(default_factory=list)  # per ViT token
+    vae_images: list[Tensor] = field(default_factory=list)  # per VAE image
+    latent_grids: list[tuple[int, int]] = field(default_factory=list)
+    latent_position_ids: list[Tensor] = field(default_factory=list)
+    vae_indexes: list[int] = field(default_factory=list)  # per VAE token
+    raw_timesteps: list[float] = field(default_factory=list)
+    mse_indexes: list[int] = field(default_factory=list)  # per noised VAE token
 
     def add_sample(self, sample: Sample, index: int) -> None:
         if not sample:
@@ -215,19 +258,14 @@ class _Builder:
     def add_text(self, item: Text) -> None:
         if item.droppable and self.config.dropout.drops("text", self.rng):
             return  # a dropped text leaves no trace, not even a position
-        ids = [self.config.bos, *item.ids, self.config.eos]
-        rows = range(self.length, self.length + len(ids))
-        self.lists["text_ids"] += ids
-        self.lists["text_indexes"] += rows
+        block = text_block(item.ids, self.config.bos, self.config.eos, self.position)
+        rows = self._add_block(block)
         if item.loss:
-            weight = CE_WEIGHTS[self.config.ce_weighting](len(ids) - 1)
-            self.lists["ce_indexes"] += rows[:-1]  # bos .. last id predict ids .. eos
-            self.lists["label_ids"] += ids[1:]
-            self.lists["ce_weights"] += [weight] * (len(ids) - 1)
-        self.lists["position_ids"] += range(self.position, self.position + len(ids))
-        self.position += len(ids)
-        self.length += len(ids)
-        self.sample_splits.append((len(ids), "causal"))
+            weight = CE_WEIGHTS[self.config.ce_weighting](len(rows) - 1)
+            self.ce_indexes += rows[:-1]  # bos .. last id predict ids .. eos
+            self.label_ids += block.ids[1:]
+            self.ce_weights += [weight] * (len(rows) - 1)
+        self.sample_splits.append((len(rows), "causal"))
 
     def add_vit(self, item: VitImage, where: str) -> None:
         if item.droppable and self.config.dropout.drops("vit", self.rng):
@@ -236,16 +274,13 @@ class _Builder:
         patch = self.config.vit_patch_size
         grid = _grid(item.pixels, patch, where, "ViT patch")
         count = grid[0] * grid[1]
-        self._open_image_block()
-        self.lists["vit_indexes"] += range(self.length, self.length + count)
-        self.lists["vit_patches"].append(patchify(item.pixels, patch))
-        self.lists["vit_position_ids"].append(
+        rows = self._add_block(image_block(count, self.config.start_of_image, self.config.end_of_image, self.position))
+        self.vit_indexes += rows[1:-1]
+        self.vit_patches.append(patchify(item.pixels, patch))
+        self.vit_position_ids.append(
             grid_position_ids(*grid, self.config.vit_max_patches_per_side, self.config.interpolate_pos)
         )
-        self.lists["vit_lengths"].append(count)
-        self.length += count
-        self._close_image_block(count)
-        self.position += 1
+        self.vit_lengths.append(count)
         self.sample_splits.append((count + 2, "full"))
 
     def add_vae(self, item: VaeImage, where: str, joins_previous: bool) -> None:
@@ -257,28 +292,23 @@ class _Builder:
             return
         grid = _grid(item.pixels, self.config.pixels_per_latent_token, where, "latent token")
         count = grid[0] * grid[1]
-        self._open_image_block()
-        self.lists["vae_images"].append(item.pixels)
-        self.lists["latent_grids"].append(grid)
-        self.lists["latent_position_ids"].append(
+        advance = item.frame_delta if item.frame_delta is not None else int(not item.loss)
+        block = image_block(count, self.config.start_of_image, self.config.end_of_image, self.position, advance)
+        rows = self._add_block(block)[1:-1]
+        self.vae_images.append(item.pixels)
+        self.latent_grids.append(grid)
+        self.latent_position_ids.append(
             grid_position_ids(*grid, self.config.max_latent_size, self.config.interpolate_pos)
         )
-        rows = range(self.length, self.length + count)
-        self.lists["vae_indexes"] += rows
+        self.vae_indexes += rows
         if item.loss:
-            self.lists["mse_indexes"] += rows
+            self.mse_indexes += rows
             if not joins_previous:
                 self.raw_timestep = self.rng.gauss(0.0, 1.0)  # one noise level per image, or per group of frames
             timestep = self.raw_timestep
         else:
             timestep = float("-inf")  # clean context: t = 0
-        self.lists["raw_timesteps"] += [timestep] * count
-        self.length += count
-        self._close_image_block(count)
-        if item.frame_delta is not None:
-            self.position += item.frame_delta
-        elif not item.loss:
-            self.position += 1  # a noised target keeps its position for the clean copy that may follow
+        self.raw_timesteps += [timestep] * count
         mode = "noise" if item.loss and item.frame_delta is None else "full"
         if joins_previous:
             size, previous_mode = self.sample_splits[-1]
@@ -286,50 +316,43 @@ class _Builder:
         else:
             self.sample_splits.append((count + 2, mode))
 
-    def _open_image_block(self) -> None:
-        self.lists["text_ids"].append(self.config.start_of_image)
-        self.lists["text_indexes"].append(self.length)
-        self.length += 1
-
-    def _close_image_block(self, count: int) -> None:
-        self.lists["text_ids"].append(self.config.end_of_image)
-        self.lists["text_indexes"].append(self.length)
-        self.length += 1
-        self.lists["position_ids"] += [self.position] * (count + 2)
+    def _add_block(self, block: Block) -> range:
+        """Lay a block at the end of the sequence; returns its rows (an image's own tokens are rows[1:-1])."""
+        rows = range(self.length, self.length + len(block.ids))
+        for row, token in zip(rows, block.ids):
+            if token is not None:
+                self.text_ids.append(token)
+                self.text_indexes.append(row)
+        self.position_ids += block.positions
+        self.position = block.next_position
+        self.length += len(block.ids)
+        return rows
 
     def finish(self) -> PackedBatch:
-        lists = self.lists
-
-        def as_long(name: str) -> Tensor:
-            return torch.tensor(lists[name], dtype=torch.long)
+        def as_long(values: list[int]) -> Tensor:
+            return torch.tensor(values, dtype=torch.long)
 
         return PackedBatch(
             sequence_length=self.length,
             sample_lengths=self.sample_lengths,
             splits=self.splits,
-            position_ids=as_long("position_ids"),
-            text_ids=as_long("text_ids"),
-            text_indexes=as_long("text_indexes"),
-            vit_patches=torch.cat(lists["vit_patches"]) if lists["vit_patches"] else torch.zeros(0, 0),
-            vit_position_ids=_cat_long(lists["vit_position_ids"]),
-            vit_lengths=lists["vit_lengths"],
-            vit_indexes=as_long("vit_indexes"),
-            vae_images=lists["vae_images"],
-            latent_grids=lists["latent_grids"],
-            latent_position_ids=_cat_long(lists["latent_position_ids"]),
-            vae_indexes=as_long("vae_indexes"),
-            raw_timesteps=torch.tensor(lists["raw_timesteps"], dtype=torch.float32),
-            mse_indexes=as_long("mse_indexes"),
-            label_ids=as_long("label_ids"),
-            ce_indexes=as_long("ce_indexes"),
-            ce_weights=torch.tensor(lists["ce_weights"], dtype=torch.float32),
+            position_ids=as_long(self.position_ids),
+            text_ids=as_long(self.text_ids),
+            text_indexes=as_long(self.text_indexes),
+            vit_patches=torch.cat(self.vit_patches) if self.vit_patches else torch.zeros(0, 0),
+            vit_position_ids=_cat_long(self.vit_position_ids),
+            vit_lengths=self.vit_lengths,
+            vit_indexes=as_long(self.vit_indexes),
+            vae_images=self.vae_images,
+            latent_grids=self.latent_grids,
+            latent_position_ids=_cat_long(self.latent_position_ids),
+            vae_indexes=as_long(self.vae_indexes),
+            raw_timesteps=torch.tensor(self.raw_timesteps, dtype=torch.float32),
+            mse_indexes=as_long(self.mse_indexes),
+            label_ids=as_long(self.label_ids),
+            ce_indexes=as_long(self.ce_indexes),
+            ce_weights=torch.tensor(self.ce_weights, dtype=torch.float32),
         )
-
-
-_LIST_FIELDS = (
-    "position_ids text_ids text_indexes vit_patches vit_position_ids vit_lengths vit_indexes vae_images "
-    "latent_grids latent_position_ids vae_indexes raw_timesteps mse_indexes label_ids ce_indexes ce_weights"
-).split()
 
 
 def _is_frame(sample: Sample, index: int) -> bool:

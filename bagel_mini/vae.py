@@ -188,16 +188,28 @@ class AutoEncoder(nn.Module):
         self.decoder = Decoder(config)
 
     def encode(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
-        """Pixels (B, 3, H, W) in [-1, 1] -> scaled posterior sample (B, z_channels, H/8, W/8).
+        """Pixels (B, 3, H, W) in [-1, 1] -> scaled posterior sample (B, z_channels, H/8, W/8)."""
+        return self.scale(self.sample_posterior(*self.encoder(x).chunk(2, dim=1), noise))
 
-        z = mean + exp(logvar / 2) * noise; `noise` is standard normal, drawn here if not given.
-        """
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+    @staticmethod
+    def sample_posterior(mean: Tensor, logvar: Tensor, noise: Tensor | None = None) -> Tensor:
+        """z = mean + exp(logvar / 2) * noise, unscaled; `noise` is standard normal, drawn here if not given."""
         if noise is None:
             noise = torch.randn_like(mean)
         elif noise.shape != mean.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, the posterior has {tuple(mean.shape)}")
-        return self.scale(mean + torch.exp(0.5 * logvar) * noise)
+        return mean + torch.exp(0.5 * logvar) * noise
+
+    def training_losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Pixel MSE of the reconstruction of a posterior sample, and the KL of the posterior to N(0, 1).
+
+        The FLUX autoencoder also used perceptual and adversarial losses; for flat synthetic shapes these
+        two are enough. Scale and shift play no part: they are measured after training.
+        """
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        reconstruction = self.decoder(self.sample_posterior(mean, logvar))
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        return F.mse_loss(reconstruction, x), kl
 
     def encode_mean(self, x: Tensor) -> Tensor:
         """Like `encode` but deterministic: the scaled posterior mean."""

@@ -54,7 +54,9 @@ def velocity_alone(engine: Inferencer, context, x: torch.Tensor, t: float) -> to
     """The velocity of one branch, run on its own against its own cache."""
     model = engine.model
     tokens = model.embed_vae(x, torch.full((4,), t), torch.tensor([0, 1, 16, 17]))
-    block, is_gen = engine._image_block(tokens, is_vae=True)
+    markers = model.llm.embed_tokens(torch.tensor([engine.special["start_of_image"], engine.special["end_of_image"]]))
+    block = torch.cat([markers[:1], tokens, markers[1:]])  # [start_of_image, 4 latent tokens, end_of_image]
+    is_gen = torch.tensor([False, True, True, True, True, False])
     hidden = model.llm.query(block, torch.full((6,), context.position), is_gen, context.cache)
     return model.llm2vae(hidden[1:-1])
 

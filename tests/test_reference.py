@@ -21,7 +21,7 @@ from bagel_mini.cfg import NO_DROPOUT
 from bagel_mini.checkpoint import load_checkpoint
 from bagel_mini.images import grid_position_ids, patchify
 from bagel_mini.inference import ImageSettings, Inferencer
-from bagel_mini.navit import PackConfig, Text, VaeImage, VitImage, pack
+from bagel_mini.navit import PackConfig, Text, VaeImage, VitImage, image_block, pack
 
 REFERENCE = Path(os.environ.get("BAGEL_REFERENCE_DIR", TINY))
 CASES = json.loads((REFERENCE / "cases.json").read_text())
@@ -55,9 +55,11 @@ def vit_tokens(model, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def vit_block(model, image: torch.Tensor) -> torch.Tensor:
-    """LLM input rows of a ViT image block: [start_of_image, ViT tokens..., end_of_image]."""
-    markers = model.llm.embed_tokens(torch.tensor([special("start_of_image"), special("end_of_image")]))
-    return torch.cat([markers[:1], model.embed_vit(*vit_tokens(model, image)), markers[1:]])
+    """LLM input rows of a ViT image block, laid out by navit.image_block."""
+    tokens = model.embed_vit(*vit_tokens(model, image))
+    block = image_block(len(tokens), special("start_of_image"), special("end_of_image"), position=0)
+    markers = model.llm.embed_tokens(torch.tensor([block.ids[0], block.ids[-1]]))
+    return torch.cat([markers[:1], tokens, markers[1:]])
 
 
 def run_vit(case, tensors, model, autoencoder):

@@ -1,0 +1,124 @@
+"""Training data: where samples come from, and the seeded micro-batches train.py packs from them.
+
+Two sources, each able to give a packing sample (navit.py items) and, for the autoencoder stage, plain
+images with no tokenizer at all:
+- Shapes World (shapes_world/), generated on the fly from a seed;
+- your own interleaved samples, one json object per line of a `.jsonl` file.
+
+Every random draw of a micro-batch comes from a generator seeded by (seed, step, micro-batch index),
+so a resumed run sees exactly the data and noise of an uninterrupted one.
+"""
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from bagel_mini import shapes_world
+from bagel_mini.images import load_image, resize_for_encoder, to_tensor
+from bagel_mini.navit import PackConfig, PackedBatch, Sample, Text, VaeImage, VitImage, pack_by_budget
+from bagel_mini.tokenizer import BagelTokenizer
+
+
+def generator_seed(seed: int, step: int, micro_batch: int) -> int:
+    """The seed of one micro-batch's generators: a pure function of the run's seed and the batch's place."""
+    return hash((seed, step, micro_batch)) & (2**63 - 1)
+
+
+class ShapesData:
+    """Shapes World tasks (the default mix) as packing samples, and its scenes as images."""
+
+    def __init__(self, image_size: int, tokenizer: BagelTokenizer | None = None):
+        self.image_size, self.tokenizer = image_size, tokenizer
+
+    def texts(self):
+        """What a toy tokenizer is trained on."""
+        return shapes_world.corpus(20_000, seed=0)
+
+    def sample(self, rng: random.Random) -> Sample:
+        task = shapes_world.random_task(rng, image_size=self.image_size)
+        return shapes_world.to_sample(task, self.tokenizer.encode, rng)
+
+    def images(self, rng: random.Random) -> list[Tensor]:
+        """One random scene, (3, S, S) in [-1, 1]: what the autoencoder learns to reconstruct."""
+        return [to_tensor(shapes_world.render(shapes_world.random_scene(rng), self.image_size))]
+
+
+class JsonlData:
+    """Your own interleaved samples: one json object per line, `{"items": [...]}` with items
+    `{"text": "...", "loss": bool, "droppable": bool}` or `{"image": "path", "as": "vit" | "vae", "loss": bool,
+    "droppable": bool}` (paths relative to the file). Samples are drawn at random with replacement; images are
+    resized by the rules training and inference share (images.vit_resize / vae_resize)."""
+
+    def __init__(self, path: Path, vit_sizes: tuple, vae_sizes: tuple, tokenizer: BagelTokenizer | None = None):
+        self.path, self.vit_sizes, self.vae_sizes, self.tokenizer = path, vit_sizes, vae_sizes, tokenizer
+        self.lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if not self.lines:
+            raise ValueError(f"{path}: no samples")
+
+    def texts(self):
+        for line in self.lines:
+            yield from (item["text"] for item in json.loads(line)["items"] if "text" in item)
+
+    def sample(self, rng: random.Random) -> Sample:
+        return [self.item(item) for item in self.items(rng)]
+
+    def images(self, rng: random.Random) -> list[Tensor]:
+        """The `"as": "vae"` images of one random sample."""
+        return [self.item(item).pixels for item in self.items(rng) if item.get("as") == "vae"]
+
+    def items(self, rng: random.Random) -> list[dict]:
+        index = rng.randrange(len(self.lines))
+        try:
+            return json.loads(self.lines[index])["items"]
+        except (KeyError, TypeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{self.path}, line {index + 1}: not a valid sample ({error!r})") from None
+
+    def item(self, item: dict) -> Text | VitImage | VaeImage:
+        droppable = item.get("droppable", False)
+        if "text" in item:
+            return Text(self.tokenizer.encode(item["text"]), loss=item.get("loss", False), droppable=droppable)
+        image = load_image(self.path.parent / item["image"])
+        if item["as"] == "vit":
+            return VitImage(to_tensor(resize_for_encoder(image, *self.vit_sizes)), droppable=droppable)
+        return VaeImage(
+            to_tensor(resize_for_encoder(image, *self.vae_sizes)), loss=item.get("loss", False), droppable=droppable
+        )
+
+
+def open_data(name: str, image_size: int, vit_sizes: tuple, vae_sizes: tuple) -> ShapesData | JsonlData:
+    """`--data`: 'shapes' or the path of a .jsonl file. Give it a tokenizer (`.tokenizer = ...`) to draw samples."""
+    if name == "shapes":
+        return ShapesData(image_size)
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path}: no such file")
+    return JsonlData(path, vit_sizes, vae_sizes)
+
+
+def micro_batch(
+    data: ShapesData | JsonlData, config: PackConfig, max_tokens: int, seed: int, step: int, index: int
+) -> tuple[PackedBatch, random.Random]:
+    """Samples drawn until the next one would overflow the token budget, packed; all seeded by (seed, step, index).
+
+    The sample that overflows is drawn and dropped, so each micro-batch depends on its seed alone. The
+    generator is returned for the draws that follow (the autoencoder's posterior noise, the flow noise).
+    """
+    rng = random.Random(generator_seed(seed, step, index))
+    endless = iter(lambda: data.sample(rng), None)  # a sample is never None: the stream never ends
+    try:
+        return next(pack_by_budget(endless, config, max_tokens, rng)), rng
+    except ValueError as error:
+        raise ValueError(f"micro-batch {index} of step {step + 1} (--tokens {max_tokens}): {error}") from None
+
+
+def autoencoder_batch(data: ShapesData | JsonlData, rng: random.Random, count: int) -> Tensor:
+    """`count` images of one size (the size of the first drawn), (count, 3, H, W)."""
+    images = []
+    while len(images) < count:
+        for image in data.images(rng):
+            if not images or image.shape == images[0].shape:
+                images.append(image)
+    return torch.stack(images[:count])
