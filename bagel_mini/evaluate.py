@@ -1,26 +1,12 @@
-"""MiniGenEval, MiniVQA and MiniEdit: the scores of what a model makes of Shapes World (DESIGN.md section 5;
-GenEval is the generation benchmark the paper reports).
+"""MiniGenEval, MiniVQA and MiniEdit: the scores of what a model makes of Shapes World (GenEval is the
+generation benchmark the paper reports).
 
-GenEval detects objects with a trained detector; Shapes World is simple enough to detect them by
-geometry, so a score never depends on another network, nor on our renderer's exact pixels:
-
-1. background: the median colour of the image border;
-2. paint: every pixel is explained as a blend of the background and one palette colour, which is what
-   anti-aliasing makes; a pixel is paint when its best blend is at least half palette colour and lies
-   within RESIDUAL of it;
-3. objects: 8-connected components of paint (union-find over the runs of each row), tiny ones dropped;
-   the colour is the majority of their pixels;
-4. shape: each shape of the world is drawn with the component's area and centroid, over the share of
-   each pixel the component's colour covers; the shape that redraws it best, if well enough, is its shape.
-
-MiniGenEval scores each prompt by GenEval's rules (djghosh13/geneval, evaluation/evaluate_images.py),
-shape names being the classes: every `include` clause needs `count` objects of its class, the largest
-first (GenEval: the most confident), of its colour if given, and in its relation (GenEval's 0.1 x
-(width_a + width_b) rule, shapes_world.relation_scores) to every object of the clause it refers to; an
-`exclude` clause fails if `count` or more of its class exist. The overall score is the mean of the six
-category accuracies. MiniVQA is exact match after normalising case, spaces and final punctuation.
-MiniEdit passes an edited image when its objects and background are exactly the expected scene's.
-GenEval draws four images per prompt; we score one per prompt (--n prompts per category).
+The benchmark is n prompts of each GenEval category, n questions and n edits, drawn from a seed with their
+ground truth. A source makes the outputs: the ground truth itself (about 1.0 everywhere), the ground truth
+through an autoencoder (the ceiling that autoencoder leaves a model), a blind answerer (what MiniVQA gives
+without the image), a checkpoint, or PNGs in GenEval's folder layout from any model. The detector
+(shapes_world/detection.py) finds the objects of each image and shapes_world/scoring.py gives each output its
+verdict. GenEval draws four images per prompt; we score one per prompt (--n prompts per category).
 
     python -m bagel_mini.evaluate --oracle --json                # ground truth: about 1.0 everywhere
     python -m bagel_mini.evaluate --checkpoint DIR --json       # a model
@@ -36,267 +22,17 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from bagel_mini import DEFAULT_MODEL
 from bagel_mini import shapes_world as world
 from bagel_mini.images import load_image, to_rgb
+from bagel_mini.shapes_world.detection import detect
+from bagel_mini.shapes_world.scoring import edit_correct, geneval_correct, geneval_scores, vqa_accuracy, vqa_by_kind
 
-RESIDUAL = 60.0  # how far (0-255 RGB) a pixel may lie from its background-to-palette blend and still be paint
-MIN_AREA = 0.002  # components below this share of the image are noise (the smallest object covers ~0.005)
-SUBSAMPLES = 48  # candidate shapes are drawn with at least this many samples across
-MAX_SHAPE_ERROR = 0.3  # the most paint (a share of the component's) a candidate may draw wrongly
 BLIND_QUESTIONS = 20_000  # training questions the blind answerer counts answers in
-EDIT_TOLERANCE = (0.06, 1.25)  # MiniEdit: an object may be this far from its place (image fraction) and size (ratio)
-
-PALETTE = np.array(list(world.COLORS.values()), dtype=np.float32)  # (K, 3)
-COLOR_NAMES = list(world.COLORS)
-
-
-@dataclass(frozen=True)
-class Detection:
-    shape: str | None  # None when no shape of the world fits
-    color: str
-    x: float  # box centre and size as fractions of the image width and height
-    y: float
-    width: float
-    height: float
-    area: float  # share of the image's pixels
-
-
-# ---- detection ------------------------------------------------------------------------------------
-
-
-def background_color(pixels: np.ndarray) -> np.ndarray:
-    """The median colour of the border pixels of an (H, W, 3) image: objects keep off the border."""
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    return np.median(border, axis=0)
-
-
-def paint_labels(pixels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) palette index of each paint pixel (-1 elsewhere), and (H, W, K) the share of each palette
-    colour in each pixel. A pixel p is explained as background + alpha (colour - background), by the
-    colour whose best alpha leaves the least residual."""
-    offsets = pixels - background  # (H, W, 3)
-    directions = PALETTE - background  # (K, 3)
-    alpha = np.clip(offsets @ directions.T / np.maximum((directions**2).sum(1), 1.0), 0.0, 1.0)  # (H, W, K)
-    residual = np.linalg.norm(offsets[..., None, :] - alpha[..., None] * directions, axis=-1)  # (H, W, K)
-    best = residual.argmin(-1)
-    best_alpha = np.take_along_axis(alpha, best[..., None], -1)[..., 0]
-    best_residual = np.take_along_axis(residual, best[..., None], -1)[..., 0]
-    return np.where((best_alpha >= 0.5) & (best_residual <= RESIDUAL), best, -1), alpha
-
-
-def connected_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of a boolean (H, W) image, as its runs (row, start, end) and the component
-    of each run. Runs of neighbouring rows that touch (diagonals included) are joined by union-find."""
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)  # row-major order: by row, then by column
-    ends = np.nonzero(edges == -1)[1]  # exclusive
-    parent = list(range(len(rows)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = np.searchsorted(rows, np.arange(mask.shape[0] + 1)).tolist()  # runs of row r: first[r]..first[r+1]
-    start_list, end_list = starts.tolist(), ends.tolist()
-    for row in range(1, mask.shape[0]):
-        above, above_end = first[row - 1], first[row]
-        for i in range(first[row], first[row + 1]):
-            while above < above_end and end_list[above] < start_list[i]:  # ends before this run, even diagonally
-                above += 1
-            j = above
-            while j < above_end and start_list[j] <= end_list[i]:
-                parent[root(j)] = root(i)
-                j += 1
-    roots = np.array([root(i) for i in range(len(parent))], dtype=np.int64)
-    return rows, starts, ends, np.unique(roots, return_inverse=True)[1]
-
-
-AREA = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5, "diamond": 0.5, "cross": 1 - (1 - world.CROSS_ARM) ** 2}
-CENTROID = {shape: 2 / 3 if shape == "triangle" else 0.5 for shape in world.SHAPES}  # from the top, in box heights
-
-
-def inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Which points (u, v) of the unit box, (0, 0) at the top left, a shape of the world covers."""
-    in_box = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
-    if shape == "circle":
-        return (u - 0.5) ** 2 + (v - 0.5) ** 2 <= 0.25
-    if shape == "square":
-        return in_box
-    if shape == "triangle":
-        return in_box & (np.abs(u - 0.5) <= v / 2)
-    if shape == "diamond":
-        return np.abs(u - 0.5) + np.abs(v - 0.5) <= 0.5
-    return in_box & ((np.abs(u - 0.5) <= world.CROSS_ARM / 2) | (np.abs(v - 0.5) <= world.CROSS_ARM / 2))
-
-
-def classify_shape(coverage: np.ndarray) -> str | None:
-    """The shape that best redraws a component, from the (h, w) share of each pixel its colour covers.
-
-    For each shape, the size that gives the measured area and the position that gives the measured
-    centroid fix one candidate; it is drawn on the same pixels (sub-sampled) and compared. Working with
-    coverage rather than a thresholded mask keeps the sub-pixel information anti-aliasing leaves, so
-    shapes ten pixels wide are still told apart.
-    """
-    total = coverage.sum()
-    rows, cols = np.indices(coverage.shape) + 0.5
-    centre_y, centre_x = (coverage * rows).sum() / total, (coverage * cols).sum() / total
-    factor = max(1, -(-SUBSAMPLES // max(coverage.shape)))  # sub-samples per pixel side
-    y, x = ((np.arange(n * factor) + 0.5) / factor for n in coverage.shape)
-    errors = {}
-    for shape in world.SHAPES:
-        side = np.sqrt(total / AREA[shape])
-        covered = inside(shape, (x[None, :] - centre_x) / side + 0.5, (y[:, None] - centre_y) / side + CENTROID[shape])
-        drawn = covered.reshape(coverage.shape[0], factor, coverage.shape[1], factor).mean(axis=(1, 3))
-        errors[shape] = np.abs(drawn - coverage).sum() / total
-    best = min(errors, key=errors.get)
-    return best if errors[best] <= MAX_SHAPE_ERROR else None
-
-
-def detect(image: Image.Image) -> list[Detection]:
-    """The objects of an image of any size, largest first."""
-    pixels = np.asarray(to_rgb(image), dtype=np.float32)
-    height, width = pixels.shape[:2]
-    paint, alpha = paint_labels(pixels, background_color(pixels))
-    rows, starts, ends, component = connected_runs(paint >= 0)
-    areas = np.bincount(component, weights=ends - starts)
-    detections = []
-    for index in np.nonzero(areas >= MIN_AREA * height * width)[0]:
-        mine = component == index
-        r, s, e = rows[mine], starts[mine], ends[mine]
-        top, bottom, left, right = r.min(), r.max() + 1, s.min(), e.max()
-        votes = sum(np.bincount(paint[row, a:b], minlength=len(COLOR_NAMES)) for row, a, b in zip(r, s, e))
-        color = int(np.argmax(votes))
-        # The component and the pixels next to it (where the rest of its anti-aliased edge is), with room around.
-        pad = 2 + max(bottom - top, right - left) // 3
-        window = (slice(max(top - pad, 0), bottom + pad), slice(max(left - pad, 0), right + pad))
-        near = np.zeros((height, width), dtype=bool)
-        for row, a, b in zip(r, s, e):
-            near[max(row - 1, 0) : row + 2, max(a - 1, 0) : b + 1] = True
-        coverage = np.where(near[window], alpha[window][..., color], 0.0)
-        detections.append(
-            Detection(
-                shape=classify_shape(coverage),
-                color=COLOR_NAMES[color],
-                x=(left + right) / 2 / width,
-                y=(top + bottom) / 2 / height,
-                width=(right - left) / width,
-                height=(bottom - top) / height,
-                area=areas[index] / (height * width),
-            )
-        )
-    return sorted(detections, key=lambda d: -d.area)
-
-
-def background_name(image: Image.Image) -> str | None:
-    """The world's background nearest to the image's, or None if none is within RESIDUAL."""
-    color = background_color(np.asarray(to_rgb(image), dtype=np.float32))
-    distances = {name: np.linalg.norm(color - np.array(rgb)) for name, rgb in world.BACKGROUNDS.items()}
-    best = min(distances, key=distances.get)
-    return best if distances[best] <= RESIDUAL else None
-
-
-# ---- scores ---------------------------------------------------------------------------------------
-
-
-def geneval_correct(detections: list[Detection], metadata: dict) -> bool:
-    """GenEval's verdict on one image: every `include` clause met and no `exclude` clause."""
-    by_class = {}
-    for detection in detections:  # largest first, as GenEval takes the most confident first
-        by_class.setdefault(detection.shape, []).append(detection)
-    groups, correct = [], True  # groups[i]: the objects that met include clause i, or None
-    for clause in metadata["include"]:
-        found = by_class.get(clause["class"], [])[: clause["count"]]
-        met = len(found) >= clause["count"]
-        if met and "color" in clause:
-            met = sum(d.color == clause["color"] for d in found) >= clause["count"]
-        if met and "position" in clause:
-            relation, target = clause["position"]
-            met = groups[target] is not None and all(
-                relation in world.relations(d, other) for d in found for other in groups[target]
-            )
-        groups.append(found if met else None)
-        correct = correct and met
-    return correct and all(len(by_class.get(c["class"], [])) < c["count"] for c in metadata.get("exclude", []))
-
-
-def geneval_scores(results: list[tuple[str, bool]]) -> dict[str, float | None]:
-    """Accuracy per GenEval category (None for a category without images) and their mean, `overall`."""
-    scores = {}
-    for tag in world.GENEVAL_TAGS:
-        verdicts = [correct for result_tag, correct in results if result_tag == tag]
-        scores[tag] = sum(verdicts) / len(verdicts) if verdicts else None
-    present = [score for score in scores.values() if score is not None]
-    scores["overall"] = sum(present) / len(present) if present else None
-    return scores
-
-
-def normalize_answer(text: str) -> str:
-    return " ".join(text.lower().split()).rstrip(".!?,;: ")
-
-
-def vqa_accuracy(answers: list[str], truths: list[str]) -> float:
-    """MiniVQA: the share of answers equal to the truth once normalised."""
-    return sum(normalize_answer(a) == normalize_answer(t) for a, t in zip(answers, truths, strict=True)) / len(truths)
-
-
-def vqa_by_kind(answers: list[str], questions: list[world.Question]) -> dict[str, float]:
-    """MiniVQA of each kind of question the benchmark asked, in shapes_world.QUESTION_KINDS order."""
-    pairs = defaultdict(lambda: ([], []))  # kind -> (answers, truths)
-    for answer, question in zip(answers, questions, strict=True):
-        pairs[question.kind][0].append(answer)
-        pairs[question.kind][1].append(question.answer)
-    return {kind: vqa_accuracy(*pairs[kind]) for kind in world.QUESTION_KINDS if kind in pairs}
-
-
-def vqa_scores(answers: list[str], questions: list[world.Question]) -> dict:
-    """The MiniVQA part of a result: overall and by kind. Scorers that answer nothing give NO_VQA."""
-    return {"vqa": vqa_accuracy(answers, [q.answer for q in questions]), "vqa_by_kind": vqa_by_kind(answers, questions)}
-
-
-NO_VQA = {"vqa": None, "vqa_by_kind": None}
-
-
-def blind_answers(questions: list[world.Question], seed: int) -> list[str]:
-    """Answers that never look at the image: for each question, the answer most often seen with the same words
-    among BLIND_QUESTIONS questions drawn as training draws them (for words never seen, its kind's most
-    frequent answer). A model's MiniVQA says little until it beats this."""
-    rng = random.Random(f"blind answerer {seed}")
-    by_words, by_kind = defaultdict(Counter), defaultdict(Counter)
-    for _ in range(BLIND_QUESTIONS):
-        seen = world.question(rng)
-        by_words[seen.question][seen.answer] += 1
-        by_kind[seen.kind][seen.answer] += 1
-    return [(by_words.get(q.question) or by_kind[q.kind]).most_common(1)[0][0] for q in questions]
-
-
-def edit_correct(image: Image.Image, target: world.Scene) -> bool:
-    """MiniEdit: the image shows the expected scene: its background, one object of each expected shape and
-    colour near its expected place and size, and nothing else. So the named change must be made and
-    everything else left as it was."""
-    if background_name(image) != target.background:
-        return False
-    detections, (distance, ratio) = detect(image), EDIT_TOLERANCE
-    if len(detections) != len(target.objects):
-        return False
-    for expected in target.objects:
-        matches = [d for d in detections if (d.shape, d.color) == (expected.shape, expected.color)]
-        if len(matches) != 1:
-            return False
-        found = matches[0]
-        if max(abs(found.x - expected.x), abs(found.y - expected.y)) > distance:
-            return False
-        if not 1 / ratio <= (found.width + found.height) / 2 / expected.size <= ratio:
-            return False
-    return True
 
 
 # ---- the benchmark --------------------------------------------------------------------------------
@@ -313,6 +49,17 @@ def benchmark(n: int, seed: int, image_size: int = 64):
         [world.question(questions, image_size) for _ in range(n)],
         [world.edit(edits, image_size) for _ in range(n)],
     )
+
+
+def vqa_scores(answers: list[str], questions: list[world.Question]) -> dict:
+    """The MiniVQA part of a result: overall and by kind. Sources that answer nothing give NO_VQA."""
+    return {"vqa": vqa_accuracy(answers, [q.answer for q in questions]), "vqa_by_kind": vqa_by_kind(answers, questions)}
+
+
+NO_VQA = {"vqa": None, "vqa_by_kind": None}
+
+
+# ---- the sources ----------------------------------------------------------------------------------
 
 
 def oracle_scores(n: int, seed: int, image_size: int = 64) -> dict:
@@ -345,6 +92,19 @@ def autoencoder_scores(directory: str, n: int, seed: int, image_size: int = 64) 
     geneval = [(t.metadata["tag"], geneval_correct(detect(round_trip(t.image)), t.metadata)) for t in prompts]
     edited = [edit_correct(round_trip(e.target_image), e.target) for e in edits]
     return {"geneval": geneval_scores(geneval), **NO_VQA, "edit": sum(edited) / n}
+
+
+def blind_answers(questions: list[world.Question], seed: int) -> list[str]:
+    """Answers that never look at the image: for each question, the answer most often seen with the same words
+    among BLIND_QUESTIONS questions drawn as training draws them (for words never seen, its kind's most
+    frequent answer). A model's MiniVQA says little until it beats this."""
+    rng = random.Random(f"blind answerer {seed}")
+    by_words, by_kind = defaultdict(Counter), defaultdict(Counter)
+    for _ in range(BLIND_QUESTIONS):
+        seen = world.question(rng)
+        by_words[seen.question][seen.answer] += 1
+        by_kind[seen.kind][seen.answer] += 1
+    return [(by_words.get(q.question) or by_kind[q.kind]).most_common(1)[0][0] for q in questions]
 
 
 def blind_scores(n: int, seed: int, image_size: int = 64) -> dict:

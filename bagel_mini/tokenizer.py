@@ -19,6 +19,20 @@ SPECIAL_TOKENS = {
     "end_of_image": "<|vision_end|>",
 }
 
+# The official think-mode system prompts (inferencer.py of ByteDance-Seed/Bagel): the text that asks the model
+# to reason before it answers or draws. Shapes World's think traces follow the same convention.
+VLM_THINK_SYSTEM_PROMPT = (
+    "You should first think about the reasoning process in the mind and then provide the user with the answer. \n"
+    "The reasoning process is enclosed within <think> </think> tags, i.e. <think> reasoning process here </think> "
+    "answer here"
+)
+GEN_THINK_SYSTEM_PROMPT = (
+    "You should first think about the planning process in the mind and then generate the image. \n"
+    "The planning process is enclosed within <think> </think> tags, i.e. <think> planning process here </think> "
+    "image here"
+)
+
+
 # How Qwen2 splits text into words before byte-level BPE (contractions, letters, single digits, ...).
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"

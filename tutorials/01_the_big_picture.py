@@ -283,7 +283,7 @@ fig
 # generation tasks for each understanding task) and with CFG dropout on, as in training.
 
 # %%
-world = iter(shapes_world.ShapesWorld(seed=1))
+world = shapes_world.task_stream(seed=1)
 stream_rng = random.Random(1)
 tasks = [next(world) for _ in range(12 if FAST else 48)]
 samples = [shapes_world.to_sample(task, tokenizer.encode, stream_rng) for task in tasks]

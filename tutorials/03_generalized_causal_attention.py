@@ -188,7 +188,7 @@ fig
 # takes it directly).
 
 # %%
-world = iter(shapes_world.ShapesWorld(seed=0))
+world = shapes_world.task_stream(seed=0)
 stream_rng = random.Random(0)
 stream = (shapes_world.to_sample(next(world), tokenizer.encode, stream_rng) for _ in range(100))
 budget = 384 if FAST else 1024

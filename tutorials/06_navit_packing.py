@@ -25,6 +25,7 @@ import bagel_mini
 from bagel_mini import bench, images, navit, shapes_world
 from bagel_mini.cfg import NO_DROPOUT
 from bagel_mini.checkpoint import load_checkpoint
+from bagel_mini.config import preset
 from bagel_mini.navit import PackConfig, VitImage, pack, pack_by_budget, sample_length
 from bagel_mini.shapes_world import Scene, SceneObject
 from bagel_mini.tokenizer import BagelTokenizer
@@ -40,14 +41,17 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 #
 # Before an image reaches an encoder it is resized once, keeping its aspect ratio: the long side at
 # most `max_size`, the short side at least `min_size`, both sides rounded to whole patches
-# (`images.encoder_size`, the official rule). The released ViT uses 980 / 224 / 14 (up to 70 patches of
+# (`images.encoder_size`, the official rule; `images.vit_resize` and `vae_resize` derive the settings
+# from a model's config, for training and inference alike). The released ViT uses 980 / 224 / 14 (up to 70 patches of
 # 14 pixels per side) and the autoencoder 1024 / 512 / 16 (one latent token per 16x16 pixels). A few
 # picture sizes and what each encoder makes of them:
 
 # %%
+released = preset("bagel-7b-mot")
+print("ViT (max, min, stride):", images.vit_resize(released), " VAE:", images.vae_resize(released))
 for width, height in [(640, 480), (1920, 1080), (300, 1200), (100, 100), (1, 5000)]:
-    vit_w, vit_h = images.encoder_size(width, height, images.VIT_MAX_SIZE, images.VIT_MIN_SIZE, images.VIT_STRIDE)
-    vae_w, vae_h = images.encoder_size(width, height, images.VAE_MAX_SIZE, images.VAE_MIN_SIZE, images.VAE_STRIDE)
+    vit_w, vit_h = images.encoder_size(width, height, *images.vit_resize(released))
+    vae_w, vae_h = images.encoder_size(width, height, *images.vae_resize(released))
     print(
         f"{width:>5}x{height:<5} -> ViT {vit_w}x{vit_h} = {vit_h // 14}x{vit_w // 14} patches (rows x columns),"
         f"  VAE {vae_w}x{vae_h} = {vae_h // 16}x{vae_w // 16} latent tokens"
