@@ -82,24 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ce-weight", type=float, default=0.25)
     parser.add_argument("--mse-weight", type=float, default=1.0)
     parser.add_argument("--timestep-shift", type=float, help="default: 1 (pretrain), 4 (continue)")
-    parser.add_argument(
-        "--dropout",
-        type=float,
-        nargs=3,
-        default=(0.1, 0.5, 0.1),
-        metavar=("TEXT", "VIT", "VAE"),
-        help="CFG dropout probabilities",
-    )
+    parser.add_argument("--dropout", type=float, nargs=3, default=(0.1, 0.5, 0.1), metavar=("TEXT", "VIT", "VAE"))
     parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument(
-        "--eval-every",
-        type=int,
-        default=0,
-        help="score each Nth checkpoint with MiniGenEval / MiniVQA / MiniEdit (Shapes World; 0: never)",
-    )
-    parser.add_argument(
-        "--eval-n", type=int, default=10, help="prompts per category, questions and edits per evaluation"
-    )
+    parser.add_argument("--eval-every", type=int, default=0, help="score each Nth checkpoint (0: never)")
+    parser.add_argument("--eval-n", type=int, default=10, help="prompts per category, questions and edits per score")
     parser.add_argument("--keep", type=int, default=2, help="complete checkpoints to keep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="default: cuda if available")
@@ -163,22 +149,6 @@ def autoencoder_dir(args) -> Path:
     )
 
 
-@torch.no_grad()
-def encode_images(autoencoder: AutoEncoder, images: list[torch.Tensor], generator: torch.Generator, device):
-    """Latents of a batch's VAE images, in their order; images of one size are encoded together."""
-    latents = [None] * len(images)
-    by_size = {}
-    for index, image in enumerate(images):
-        by_size.setdefault(tuple(image.shape), []).append(index)
-    for (_, height, width), indexes in by_size.items():
-        factor, z = autoencoder.config.downsample, autoencoder.config.z_channels
-        noise = torch.randn(len(indexes), z, height // factor, width // factor, generator=generator)
-        encoded = autoencoder.encode(torch.stack([images[i] for i in indexes]).to(device), noise.to(device))
-        for index, latent in zip(indexes, encoded):
-            latents[index] = latent
-    return latents
-
-
 # ---------------------------------------------------------------------------------------------
 # The training loops
 
@@ -230,8 +200,10 @@ def train(args) -> None:
         for micro in range(args.accum):
             batch, rng = micro_batch(data, pack_config, args.tokens, args.seed, step, rank * args.accum + micro)
             batch = batch.to(device)
+            if args.fsdp and world > 1:
+                check_same_parts(batch, step, device)
             generator = torch.Generator().manual_seed(rng.randrange(2**63))
-            latents = encode_images(autoencoder, batch.vae_images, generator, device)  # one per batch.vae_images
+            latents = autoencoder.encode_each(batch.vae_images, generator)  # one per batch.vae_images
             noise = torch.randn(len(batch.vae_indexes), config.patch_latent_dim, generator=generator).to(device)
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 result = wrapped(batch, latents, noise=noise, ce_weight=args.ce_weight, mse_weight=args.mse_weight)
@@ -337,6 +309,21 @@ def setup_distributed(args) -> tuple[int, int, torch.device]:
             torch.cuda.set_device(device)
         return dist.get_rank(), world, device
     return 0, 1, device
+
+
+def check_same_parts(batch, step: int, device) -> None:
+    """FSDP2 reduces the gradients of the parameters a process used, so all processes must use the same ones."""
+    kinds = [len(batch.vit_lengths), len(batch.vae_indexes), len(batch.ce_indexes), len(batch.mse_indexes)]
+    present = torch.tensor([count > 0 for count in kinds], dtype=torch.int, device=device)
+    fewest, most = present.clone(), present.clone()
+    dist.all_reduce(fewest, op=dist.ReduceOp.MIN)
+    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    if not torch.equal(fewest, most):
+        differ = [name for name, a, b in zip(("ViT", "VAE", "text-loss", "image-loss"), fewest, most) if a != b]
+        raise ValueError(
+            f"step {step + 1}: under --fsdp every process's micro-batch must hold the same kinds of tokens, but "
+            f"{', '.join(differ)} tokens are in some only; raise --tokens so that each micro-batch mixes the tasks"
+        )
 
 
 def wrap_distributed(model: nn.Module, args, world: int, device) -> nn.Module:

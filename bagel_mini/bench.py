@@ -60,7 +60,11 @@ def mixed_samples(config, count: int, seed: int = 0) -> list[Sample]:
 
 
 def padded(samples: list[Sample], pack_config: PackConfig) -> list[Sample]:
-    """Each sample extended by a padding text (no loss) to the length of the longest one plus two."""
+    """Each sample extended by a padding text (no loss) to the length of the longest one plus two.
+
+    The padded samples still run end to end in one sequence, where a padded batch would run them side by
+    side; attention over the longer sequence costs more, so at large batches this flatters packing somewhat.
+    """
     target = max(sample_length(sample, pack_config) for sample in samples) + 2
     return [[*sample, Text([0] * (target - sample_length(sample, pack_config) - 2))] for sample in samples]
 

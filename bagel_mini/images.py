@@ -25,6 +25,7 @@ def load_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image file as RGB.
 
     Decoding happens here (not lazily at first use) so that a damaged file fails now, with its name.
+    EXIF orientation is not applied, as in the official pipeline.
     """
     path = Path(path)
     if not path.is_file():

@@ -191,6 +191,28 @@ class AutoEncoder(nn.Module):
         """Pixels (B, 3, H, W) in [-1, 1] -> scaled posterior sample (B, z_channels, H/8, W/8)."""
         return self.scale(self.sample_posterior(*self.encoder(x).chunk(2, dim=1), noise))
 
+    @torch.no_grad()
+    def encode_each(self, images: list[Tensor], generator: torch.Generator) -> list[Tensor]:
+        """`encode` for images of different sizes, (3, H, W) each -> latents in the same order.
+
+        Images of one size are encoded together. The official training loop zero-pads a batch's images to
+        the largest and crops the latents, which changes latents near the right and bottom border of
+        smaller images; here each image is encoded at its own size. The posterior noise comes from
+        `generator` (a CPU generator), so a seeded run draws the same on every device.
+        """
+        latents, by_size = [None] * len(images), {}
+        for index, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(index)
+        device, factor = self.encoder.conv_in.weight.device, self.config.downsample
+        for (_, height, width), indexes in by_size.items():
+            noise = torch.randn(
+                len(indexes), self.config.z_channels, height // factor, width // factor, generator=generator
+            )
+            encoded = self.encode(torch.stack([images[i] for i in indexes]).to(device), noise.to(device))
+            for index, latent in zip(indexes, encoded):
+                latents[index] = latent
+        return latents
+
     @staticmethod
     def sample_posterior(mean: Tensor, logvar: Tensor, noise: Tensor | None = None) -> Tensor:
         """z = mean + exp(logvar / 2) * noise, unscaled; `noise` is standard normal, drawn here if not given."""

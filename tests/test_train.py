@@ -136,9 +136,14 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data, tmp_
     assert os.readlink(tmp_path / "A" / "last") == "step-000003"
 
 
+# FSDP2 needs every process to use the same parameters: at this budget every micro-batch of these runs holds a
+# drawing and a question (train.check_same_parts refuses a run where they differ; see the test after these).
+MIXED = ["--tokens", "280"]
+
+
 @pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
 def test_two_processes_match_one_process_with_the_same_global_batch(data, tmp_path, sharding):
-    steps = ["--dropout", "0", "0", "0", "--checkpoint-every", "4"]
+    steps = ["--dropout", "0", "0", "0", "--checkpoint-every", "4", *MIXED]
     train.main(run_args(data, tmp_path / "one", 4, "--accum", "2", *steps))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
     command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / "two", 4, *steps, *sharding)]
@@ -199,11 +204,24 @@ def test_periodic_evaluation_writes_the_scores(data, tmp_path):
 
 def test_an_fsdp2_run_resumes_bit_identically(data, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    fsdp = ["--fsdp", "--dropout", "0", "0", "0", "--checkpoint-every", "2"]
+    fsdp = ["--fsdp", "--dropout", "0", "0", "0", "--checkpoint-every", "2", *MIXED]
     for out, steps, extra in (("A", 2, []), ("A", 4, ["--resume"]), ("B", 4, [])):
         command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / out, steps, *fsdp, *extra)]
         subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=300)
     assert_identical(tmp_path / "A", tmp_path / "B")
+
+
+def test_an_fsdp2_run_whose_processes_see_different_kinds_of_tokens_stops_with_one_line(data, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [
+        *launcher,
+        str(ROOT / "train.py"),
+        *run_args(data, tmp_path / "A", 2, "--fsdp", "--dropout", "0", "0", "0"),
+    ]
+    stopped = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert stopped.returncode != 0
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all("--fsdp" in line and "--tokens" in line and "step 1" in line for line in errors)
 
 
 def test_decoder_only_training_keeps_the_encoder_and_its_latent_statistics(data, tmp_path, capsys):

@@ -44,7 +44,7 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # a small SigLIP encoder (a vision transformer, ViT, that turns image patches into tokens) for images it
 # must understand, and a small FLUX-style autoencoder (VAE: it compresses an image into a small grid of
 # latents and back) for images it must draw. It was trained for 46 minutes on a laptop CPU and is weak
-# (the README's section "The embedded toy model": it answers some easy colour questions, but draws
+# (its model card, `bagel_mini/default_model/README.md`: it answers some easy colour questions, but draws
 # blobs). We use it so that the losses below are those of a model that has seen Shapes World, not of
 # random weights.
 

@@ -110,7 +110,7 @@ print("rows that see its clean copy:  ", mask[:, clean_columns].any(1).nonzero()
 # learn to use an input that never exists at inference, and their outputs would depend on a random noise
 # draw.
 #
-# We can show the second point with the embedded toy model (weak, see the README; any weights would do
+# We can show the second point with the embedded toy model (weak, see its model card; any weights would do
 # here). We build such a sample from a Shapes World video: a caption, the first frame as a noised target
 # and its clean copy, the motion, and the second frame as a noised target. Then we run the model twice,
 # changing only the noise drawn for the first frame, once with the real mask and once with a "leaky" one

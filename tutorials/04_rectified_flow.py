@@ -212,7 +212,7 @@ fig
 #
 # BAGEL runs this flow in the latent space of its frozen autoencoder, not on pixels. We load the
 # embedded toy model (`bagel_mini.DEFAULT_MODEL`: a small MoT model with its own small autoencoder,
-# trained for 46 minutes on a CPU, and weak; see the README) and encode a Shapes World image. The
+# trained for 46 minutes on a CPU, and weak; see its model card) and encode a Shapes World image. The
 # latent is cut into 2x2 patches, one 64-number token per 16x16 pixels (`images.patchify`): these are
 # the rows that `add_noise` works on. We noise them to several `t` and decode each `x_t` to see what
 # the model is given at that `t`.

@@ -287,10 +287,10 @@ fig
 #
 # Now real images. For text to image there are two branches: the prompt, and the empty context. Each
 # row below is one prompt and one seed (the same starting noise in every column); only the text scale
-# changes. A word of honesty first: the embedded toy model is tiny and undertrained (README, "The
-# embedded toy model": MiniGenEval 0.03). It has learned the palette, the backgrounds and blob-like
-# objects, not shapes, counts or positions, so do not look for squares or triangles. What guidance
-# does is visible anyway, in the colours.
+# changes. A word of honesty first: the embedded toy model is tiny and undertrained (its model
+# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.05). It has learned the palette, the
+# backgrounds and blob-like objects, not shapes, counts or positions, so do not look for squares or
+# triangles. What guidance does is visible anyway, in the colours.
 
 
 # %%

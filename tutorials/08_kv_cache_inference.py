@@ -43,7 +43,7 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 # start and end of image).
 #
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained
-# for 46 minutes on a CPU (README, "The embedded toy model"). It scores 0.48 on MiniVQA, where
+# for 46 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.48 on MiniVQA, where
 # answering from the question alone scores 0.42, draws coloured blobs rather than shapes, and cannot
 # really edit. Its outputs below show what each mode does, not what BAGEL can do.
 
@@ -133,7 +133,7 @@ for kind in kinds:
     print(f"{task.question:34s} model: {answer:40s} truth: {task.answer}")
 
 # %% [markdown]
-# Most of these answers are wrong. The README's evaluation of this model (MiniVQA 0.48 on 200 questions,
+# Most of these answers are wrong. The model card's evaluation of this model (MiniVQA 0.48 on 200 questions,
 # against 0.42 for answers given without looking at the image) finds it better than a guess on the
 # colours of objects and no better on shapes; a handful of questions, as here, is a noisy sample of that.
 #

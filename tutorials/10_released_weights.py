@@ -206,6 +206,6 @@ fig.savefig(FIGURES / "10_sample.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# To go further: `python -m bagel_mini.checkpoint keys --preset bagel-7b-mot` prints every released key
-# our model reads, and `python -m bagel_mini.bench load` measures the peak memory of a load against the
+# To go further: `checkpoint.released_keys(preset("bagel-7b-mot"))` lists every released key and
+# shape our model reads, and `python -m bagel_mini.bench load` measures the peak memory of a load against the
 # size of the weights (README, "Running the released BAGEL-7B-MoT").
