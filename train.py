@@ -18,7 +18,9 @@ reads, plus what resuming needs (bagel_mini/checkpoint.py).
 """
 
 import argparse
+import contextlib
 import csv
+import json
 import os
 import random
 import sys
@@ -31,9 +33,9 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from bagel_mini import DEFAULT_MODEL, checkpoint
+from bagel_mini import DEFAULT_MODEL, checkpoint, flags
 from bagel_mini.cfg import ConditionDropout
-from bagel_mini.config import ConfigError, load_config_dir, preset, save_config_dir
+from bagel_mini.config import PRESETS, ConfigError, load_config_dir, preset, save_config_dir
 from bagel_mini.data import autoencoder_batch, generator_seed, micro_batch, open_data
 from bagel_mini.images import vae_resize, vit_resize
 from bagel_mini.model import Bagel
@@ -43,17 +45,17 @@ from bagel_mini.vae import AutoEncoder
 
 STAGES = ("align", "pretrain", "continue", "sft", "vae")
 BAGEL_ONLY = ("--arch", "--init", "--tokens", "--accum", "--ema", "--ce-weight", "--mse-weight", "--timestep-shift")
-BAGEL_ONLY += ("--dropout", "--checkpoint-every", "--keep", "--eval-every", "--eval-n", "--fsdp", "--compile")
+BAGEL_ONLY += ("--dropout", "--eval-every", "--eval-n", "--fsdp", "--compile")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
+        description=__doc__.split("\n")[0], formatter_class=flags.HelpFormatter, allow_abbrev=False
     )
     parser.add_argument("--out", required=True, help="run directory (checkpoints, loss curves)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
-    parser.add_argument("--preset", default="toy")
-    parser.add_argument("--arch", default="mot", choices=["mot", "moe", "dense"])
+    parser.add_argument("--preset", default="toy", choices=sorted(PRESETS), help="model size")
+    parser.add_argument("--arch", default="mot", choices=["mot", "moe", "dense"], help="decoder variant")
     parser.add_argument(
         "--stage",
         default="pretrain",
@@ -72,35 +74,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="--stage vae: train only the decoder of --autoencoder, keeping its latents (and Bagels trained on them)",
     )
     parser.add_argument("--data", default="shapes", help="'shapes' (Shapes World) or a .jsonl file")
-    parser.add_argument("--image-size", type=int, default=64, help="Shapes World image size")
-    parser.add_argument("--max-steps", type=int, default=2000)
-    parser.add_argument("--tokens", type=int, default=1024, help="token budget of one packed micro-batch")
-    parser.add_argument("--accum", type=int, default=1, help="micro-batches per step and process")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then a constant rate")
-    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay")
-    parser.add_argument("--ce-weight", type=float, default=0.25)
-    parser.add_argument("--mse-weight", type=float, default=1.0)
-    parser.add_argument("--timestep-shift", type=float, help="default: 1 (pretrain), 4 (continue)")
-    parser.add_argument("--dropout", type=float, nargs=3, default=(0.1, 0.5, 0.1), metavar=("TEXT", "VIT", "VAE"))
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--eval-every", type=int, default=0, help="score each Nth checkpoint (0: never)")
-    parser.add_argument("--eval-n", type=int, default=10, help="prompts per category, questions and edits per score")
-    parser.add_argument("--keep", type=int, default=2, help="complete checkpoints to keep")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", help="default: cuda if available")
+    parser.add_argument("--image-size", type=flags.at_least(16), default=64, help="Shapes World image size")
+    parser.add_argument("--max-steps", type=flags.at_least(1), default=2000, help="optimiser steps in all")
+    parser.add_argument("--tokens", type=flags.at_least(1), default=1024, help="token budget of one micro-batch")
+    parser.add_argument("--accum", type=flags.at_least(1), default=1, help="micro-batches per step and process")
+    parser.add_argument("--lr", type=flags.positive, default=1e-3, help="learning rate after the warm-up")
+    parser.add_argument("--warmup", type=flags.at_least(1), default=100, help="linear warm-up steps, then constant")
+    parser.add_argument("--ema", type=flags.decay, default=0.999, help="EMA decay")
+    parser.add_argument("--ce-weight", type=flags.non_negative, default=0.25, help="weight of the text loss")
+    parser.add_argument("--mse-weight", type=flags.non_negative, default=1.0, help="weight of the image loss")
+    parser.add_argument("--timestep-shift", type=flags.positive, help="default: 1 (pretrain), 4 (continue)")
+    parser.add_argument(
+        "--dropout",
+        type=flags.fraction,
+        nargs=3,
+        default=(0.1, 0.5, 0.1),
+        metavar=("TEXT", "VIT", "VAE"),
+        help="CFG dropout probabilities",
+    )
+    parser.add_argument("--checkpoint-every", type=flags.at_least(1), default=500, help="steps between checkpoints")
+    parser.add_argument("--eval-every", type=flags.at_least(0), default=0, help="score each Nth checkpoint (0: never)")
+    parser.add_argument("--eval-n", type=flags.at_least(1), default=10, help="prompts per category per score")
+    parser.add_argument("--keep", type=flags.at_least(1), default=2, help="complete checkpoints to keep")
+    parser.add_argument("--seed", type=int, default=0, help="seeds every random draw")
+    parser.add_argument("--device", type=flags.device, help="default: cuda if available")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (under torchrun)")
     args = parser.parse_args(argv)
-    for name in ("max_steps", "tokens", "accum", "checkpoint_every", "keep"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
     if args.stage == "vae" and given & set(BAGEL_ONLY):
         parser.error(f"{', '.join(sorted(given & set(BAGEL_ONLY)))}: no effect with --stage vae (Bagel stages only)")
     if args.stage != "vae" and args.decoder_only:
         parser.error("--decoder-only: only with --stage vae")
+    if args.decoder_only and not args.autoencoder:
+        parser.error("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
     return args
+
+
+def start_run(args):
+    """Claim OUT for this run (process 0 holds a lock file: checkpoint.claim_run_directory) and check --resume
+    against it. Returns the lock as a context manager, to hold for the run's lifetime.
+    """
+    out = Path(args.out)
+    lock = checkpoint.claim_run_directory(out) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext()
+    last = out / "last"
+    if args.resume and not last.exists():
+        raise FileNotFoundError(f"{last}: nothing to resume (no complete checkpoint yet)")
+    if not args.resume and (last.exists() or (out / "ae.safetensors").exists()):
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if args.resume:
+        step = json.loads((last / "state.json").read_text())["step"]
+        if step >= args.max_steps:
+            raise ValueError(f"--max-steps {args.max_steps}: {last} is already at step {step}; ask for more steps")
+    return lock
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,10 +183,6 @@ def train(args) -> None:
     out, resume_dir = Path(args.out), Path(args.out) / "last"
     rank, world, device = setup_distributed(args)
     torch.manual_seed(args.seed)
-    if args.resume and not resume_dir.exists():
-        raise FileNotFoundError(f"{resume_dir}: nothing to resume (no complete checkpoint yet)")
-    if not args.resume and resume_dir.exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
     # The model, its autoencoder, its tokenizer and its data.
     autoencoder = checkpoint.load_autoencoder(resume_dir if args.resume else autoencoder_dir(args), device=device)
@@ -244,21 +266,19 @@ def train(args) -> None:
 def train_autoencoder(args) -> None:
     """The FLUX autoencoder architecture at the preset's width, trained on the data's images (vae.py's losses).
 
-    At the end the latent statistics give `shift_factor` and `scale_factor`, so that scaled latents have
-    zero mean and unit variance, as BAGEL's flow expects. With --autoencoder it starts from that
+    Checkpoints and resumes as the Bagel stages do. At the end the latent statistics give `shift_factor`
+    and `scale_factor`, so that scaled latents have zero mean and unit variance, as BAGEL's flow expects,
+    and OUT itself becomes a directory `--autoencoder` reads. With --autoencoder it starts from that
     autoencoder; with --decoder-only the encoder, and so the latent space, stays as it was: a Bagel
     already trained on it gets sharper images without retraining.
     """
-    out = Path(args.out)
-    if (out / "ae.safetensors").exists() and not args.resume:
-        raise FileExistsError(f"{out / 'ae.safetensors'} exists; choose another --out")
-    if args.decoder_only and not args.autoencoder:
-        raise ConfigError("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
+    out, resume_dir = Path(args.out), Path(args.out) / "last"
     _, _, device = setup_distributed(args)
     torch.manual_seed(args.seed)
     config = preset(args.preset)
-    if args.autoencoder:
-        autoencoder = checkpoint.load_autoencoder(args.autoencoder, device=device).train().requires_grad_(True)
+    start_from = resume_dir if args.resume else args.autoencoder
+    if start_from:
+        autoencoder = checkpoint.load_autoencoder(start_from, device=device).train().requires_grad_(True)
         config.vae = autoencoder.config
     else:
         autoencoder = AutoEncoder(config.vae).to(device)
@@ -266,16 +286,24 @@ def train_autoencoder(args) -> None:
     data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
     trainable = [p for p in autoencoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    progress = tqdm(range(args.max_steps), desc="autoencoder")
+    start = checkpoint.load_autoencoder_checkpoint(resume_dir, autoencoder, optimizer) if args.resume else 0
+    progress = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, desc="autoencoder")
     for step in progress:
         set_learning_rate(optimizer, args, step)
-        images = autoencoder_batch(data, random.Random(generator_seed(args.seed, step, 0)), count=16).to(device)
-        mse, kl = autoencoder.training_losses(images)
+        rng = random.Random(generator_seed(args.seed, step, 0))
+        images = autoencoder_batch(data, rng, count=16)
+        factor, channels = config.vae.downsample, config.vae.z_channels
+        generator = torch.Generator().manual_seed(rng.randrange(2**63))
+        noise = torch.randn(len(images), channels, *(side // factor for side in images.shape[2:]), generator=generator)
+        mse, kl = autoencoder.training_losses(images.to(device), noise.to(device))
         (mse + 1e-4 * kl).backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         progress.set_postfix(mse=f"{mse.item():.5f}", kl=f"{kl.item():.3f}")
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
+            state = {"args": vars(args)}
+            checkpoint.save_autoencoder_checkpoint(out, step + 1, autoencoder, config, optimizer, state, args.keep)
     if not args.decoder_only:  # a new latent space: measure its statistics (a kept encoder keeps its own)
         with torch.no_grad():
             images = torch.cat([autoencoder_batch(data, random.Random(-i), count=16) for i in range(4)])
@@ -283,7 +311,6 @@ def train_autoencoder(args) -> None:
         autoencoder.config.shift_factor = mean.mean().item()
         autoencoder.config.scale_factor = 1.0 / (mean - mean.mean()).std().item()
     config.vae = autoencoder.config
-    out.mkdir(parents=True, exist_ok=True)
     temporary = out / ".ae.safetensors.tmp"
     save_file({k: v.detach().cpu().contiguous() for k, v in autoencoder.state_dict().items()}, temporary)
     save_config_dir(config, out, overwrite=True)
@@ -300,7 +327,7 @@ def train_autoencoder(args) -> None:
 
 def setup_distributed(args) -> tuple[int, int, torch.device]:
     """rank, world size and device; torchrun sets RANK / WORLD_SIZE."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = flags.default_device(args.device)
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -400,7 +427,8 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        train_autoencoder(args) if args.stage == "vae" else train(args)
+        with start_run(args):
+            train_autoencoder(args) if args.stage == "vae" else train(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConfigError) as error:
         sys.exit(f"error: {error}")
 

@@ -10,6 +10,7 @@ so a resumed run sees exactly the data and noise of an uninterrupted one.
 """
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -49,32 +50,31 @@ class ShapesData:
 class JsonlData:
     """Your own interleaved samples: one json object per line, `{"items": [...]}` with items
     `{"text": "...", "loss": bool, "droppable": bool}` or `{"image": "path", "as": "vit" | "vae", "loss": bool,
-    "droppable": bool}` (paths relative to the file). Samples are drawn at random with replacement; images are
-    resized by the rules training and inference share (images.vit_resize / vae_resize)."""
+    "droppable": bool}` (paths relative to the file; `loss` only for text and "vae" images). Samples are drawn at
+    random with replacement; images are resized by the rules training and inference share (images.vit_resize /
+    vae_resize). The whole file is checked when it is opened, so a bad line stops the run before any work."""
 
     def __init__(self, path: Path, vit_sizes: tuple, vae_sizes: tuple, tokenizer: BagelTokenizer | None = None):
         self.path, self.vit_sizes, self.vae_sizes, self.tokenizer = path, vit_sizes, vae_sizes, tokenizer
-        self.lines = [line for line in path.read_text().splitlines() if line.strip()]
-        if not self.lines:
+        self.samples = [
+            check_sample(line, f"{path}, line {number}", path.parent)
+            for number, line in enumerate(path.read_text().splitlines(), start=1)
+            if line.strip()
+        ]
+        if not self.samples:
             raise ValueError(f"{path}: no samples")
 
     def texts(self):
-        for line in self.lines:
-            yield from (item["text"] for item in json.loads(line)["items"] if "text" in item)
+        for items in self.samples:
+            yield from (item["text"] for item in items if "text" in item)
 
     def sample(self, rng: random.Random) -> Sample:
-        return [self.item(item) for item in self.items(rng)]
+        return [self.item(item) for item in self.samples[rng.randrange(len(self.samples))]]
 
     def images(self, rng: random.Random) -> list[Tensor]:
         """The `"as": "vae"` images of one random sample."""
-        return [self.item(item).pixels for item in self.items(rng) if item.get("as") == "vae"]
-
-    def items(self, rng: random.Random) -> list[dict]:
-        index = rng.randrange(len(self.lines))
-        try:
-            return json.loads(self.lines[index])["items"]
-        except (KeyError, TypeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{self.path}, line {index + 1}: not a valid sample ({error!r})") from None
+        items = self.samples[rng.randrange(len(self.samples))]
+        return [self.item(item).pixels for item in items if item.get("as") == "vae"]
 
     def item(self, item: dict) -> Text | VitImage | VaeImage:
         droppable = item.get("droppable", False)
@@ -88,9 +88,55 @@ class JsonlData:
         )
 
 
+TEXT_KEYS, IMAGE_KEYS = {"text", "loss", "droppable"}, {"image", "as", "loss", "droppable"}
+
+
+def check_sample(line: str, where: str, folder: Path) -> list[dict]:
+    """The items of one line of a .jsonl file, or a ValueError naming the file, the line and what is wrong."""
+    try:
+        sample = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error})") from None
+    if not isinstance(sample, dict) or not isinstance(sample.get("items"), list) or not sample["items"]:
+        raise ValueError(f'{where}: expected {{"items": [...]}} with at least one item, got {line.strip()[:80]}')
+    for index, item in enumerate(sample["items"]):
+        at = f"{where}, item {index}"
+        if not isinstance(item, dict) or ("text" in item) == ("image" in item):
+            raise ValueError(f'{at}: an item is an object with either "text" or "image", got {item!r}')
+        keys = TEXT_KEYS if "text" in item else IMAGE_KEYS
+        if set(item) - keys:
+            raise ValueError(f"{at}: unknown key(s) {sorted(set(item) - keys)}; allowed: {sorted(keys)}")
+        for key in ("loss", "droppable"):
+            if not isinstance(item.get(key, False), bool):
+                raise ValueError(f"{at}: {key!r} must be true or false, got {item[key]!r}")
+        if "text" in item and (not isinstance(item["text"], str) or not item["text"].strip()):
+            raise ValueError(f'{at}: "text" must be a non-empty string, got {item["text"]!r}')
+        if "image" in item:
+            if item.get("as") not in ("vit", "vae"):
+                raise ValueError(
+                    f'{at}: "as" must be "vit" (to understand) or "vae" (to generate), got {item.get("as")!r}'
+                )
+            if item["as"] == "vit" and item.get("loss"):
+                raise ValueError(f'{at}: "loss" applies to "vae" images (the ones to generate), not "vit" ones')
+            if not isinstance(item["image"], str) or not (folder / item["image"]).is_file():
+                raise ValueError(f"{at}: image file {item['image']!r} not found (paths are relative to {folder})")
+    if not any(item.get("loss") for item in sample["items"]):
+        raise ValueError(f'{where}: no item has "loss": true, so the sample teaches nothing')
+    return sample["items"]
+
+
 def open_data(name: str, image_size: int, vit_sizes: tuple, vae_sizes: tuple) -> ShapesData | JsonlData:
-    """`--data`: 'shapes' or the path of a .jsonl file. Give it a tokenizer (`.tokenizer = ...`) to draw samples."""
+    """`--data`: 'shapes' or the path of a .jsonl file. Give it a tokenizer (`.tokenizer = ...`) to draw samples.
+
+    vit_sizes, vae_sizes: (max_size, min_size, stride) of the model's encoders (images.vit_resize / vae_resize).
+    """
     if name == "shapes":
+        stride, largest = math.lcm(vit_sizes[2], vae_sizes[2]), min(vit_sizes[0], vae_sizes[0])
+        if image_size % stride or image_size > largest:
+            raise ValueError(
+                f"--image-size {image_size}: Shapes World images must be a multiple of {stride} pixels (ViT patch "
+                f"{vit_sizes[2]}, latent token {vae_sizes[2]}) and at most {largest} for this model"
+            )
         return ShapesData(image_size)
     path = Path(name)
     if not path.is_file():

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bagel_mini import DEFAULT_MODEL
+from bagel_mini import DEFAULT_MODEL, flags
 from bagel_mini import shapes_world as world
 from bagel_mini.images import load_image, to_rgb
 from bagel_mini.shapes_world.detection import detect
@@ -123,9 +123,9 @@ def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int,
 
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"{directory}: checkpoint directory not found")
+    tokenizer = BagelTokenizer.from_dir(directory)  # before the weights: a bad file fails at once
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, autoencoder = load_checkpoint(directory, torch.bfloat16 if device == "cuda" else torch.float32, device)
-    tokenizer = BagelTokenizer.from_dir(directory)
     engine = Inferencer(model, autoencoder, tokenizer, tokenizer.special_ids)
     settings = ImageSettings(num_timesteps=steps)
 
@@ -190,7 +190,9 @@ def _read_metadata(path: Path) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="MiniGenEval, MiniVQA and MiniEdit on Shapes World")
+    parser = argparse.ArgumentParser(
+        description="MiniGenEval, MiniVQA and MiniEdit on Shapes World", formatter_class=flags.HelpFormatter
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", metavar="DIR", help="evaluate the checkpoint in DIR (default: the toy model)")
     source.add_argument("--oracle", action="store_true", help="score the ground truth instead of a model")
@@ -204,17 +206,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-prompts", metavar="DIR", help="write the prompts in GenEval's layout (with --oracle: and the renders)"
     )
-    parser.add_argument("--n", type=int, default=200, help="prompts per category, questions and edits (200)")
+    parser.add_argument("--n", type=flags.at_least(1), default=200, help="prompts per category, questions and edits")
     parser.add_argument("--seed", type=int, default=0, help="which prompt set")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (64)")
-    parser.add_argument("--steps", type=int, default=50, help="time-grid points when a model draws (50)")
-    parser.add_argument("--max-tokens", type=int, default=32, help="longest answer a model may write (32)")
+    parser.add_argument("--size", type=flags.at_least(16), default=64, help="image side in pixels")
+    parser.add_argument("--steps", type=flags.at_least(2), default=50, help="time-grid points when a model draws")
+    parser.add_argument("--max-tokens", type=flags.at_least(1), default=32, help="longest answer a model may write")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.write_prompts and (args.checkpoint or args.images or args.blind):
         parser.error("--write-prompts goes alone or with --oracle")
-    if args.size < 16:
-        parser.error(f"--size {args.size}: images need at least 16 pixels a side")
+    if args.write_prompts and Path(args.write_prompts).exists() and not Path(args.write_prompts).is_dir():
+        parser.error(f"--write-prompts {args.write_prompts}: a file; give a directory to write the prompts into")
     return args
 
 

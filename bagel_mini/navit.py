@@ -195,6 +195,8 @@ def pack_by_budget(
     group, used = [], 0
     for index, sample in enumerate(samples):
         length = sample_length(sample, config)
+        if length == 0:  # it would never fill a batch
+            raise ValueError(f"sample {index} is empty")
         if length > max_tokens:
             raise ValueError(f"sample {index} needs {length} tokens, more than the token budget of {max_tokens}")
         if used + length > max_tokens:

@@ -52,10 +52,16 @@ class BagelTokenizer:
     def from_dir(cls, directory: str | Path) -> "BagelTokenizer":
         directory = Path(directory)
         if (directory / "tokenizer.json").is_file():
-            return cls(Tokenizer.from_file(str(directory / "tokenizer.json")))
+            try:
+                return cls(Tokenizer.from_file(str(directory / "tokenizer.json")))
+            except Exception as error:  # the tokenizers library raises its own Exception for any bad file
+                raise ValueError(f"{directory / 'tokenizer.json'}: not a valid tokenizer file ({error})") from None
         vocab, merges = directory / "vocab.json", directory / "merges.txt"
         if vocab.is_file() and merges.is_file():
-            tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+            try:
+                tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+            except Exception as error:
+                raise ValueError(f"{vocab} / {merges.name}: not a valid vocabulary and merges ({error})") from None
             tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
                 [
                     pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),

@@ -222,14 +222,15 @@ class AutoEncoder(nn.Module):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, the posterior has {tuple(mean.shape)}")
         return mean + torch.exp(0.5 * logvar) * noise
 
-    def training_losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def training_losses(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Pixel MSE of the reconstruction of a posterior sample, and the KL of the posterior to N(0, 1).
 
         The FLUX autoencoder also used perceptual and adversarial losses; for flat synthetic shapes these
-        two are enough. Scale and shift play no part: they are measured after training.
+        two are enough. Scale and shift play no part: they are measured after training. `noise` is the
+        posterior's standard-normal draw (B, z_channels, H/8, W/8), drawn here if not given.
         """
         mean, logvar = self.encoder(x).chunk(2, dim=1)
-        reconstruction = self.decoder(self.sample_posterior(mean, logvar))
+        reconstruction = self.decoder(self.sample_posterior(mean, logvar, noise))
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         return F.mse_loss(reconstruction, x), kl
 

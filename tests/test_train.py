@@ -237,3 +237,28 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latent_statistics(data,
     old, new = (json.loads((d / "bagel_config.json").read_text())["ae_params"] for d in (start, tmp_path / "dec"))
     assert (new["scale_factor"], new["shift_factor"]) == (old["scale_factor"], old["shift_factor"])
     assert "--autoencoder" in refusal([*args, "--decoder-only", "--out", str(tmp_path / "none")], capsys)
+
+
+def test_an_autoencoder_run_killed_while_writing_a_checkpoint_resumes_exactly(data, tmp_path):
+    def stage(out: str, *extra: str) -> list[str]:
+        return ["--stage", "vae", "--data", str(data / "data.jsonl"), "--out", str(tmp_path / out), *extra]
+
+    steps = ["--max-steps", "4", "--checkpoint-every", "2", "--warmup", "2"]
+    # Kill the process (SIGKILL) after the first of the two files of the step-4 checkpoint is written.
+    killer = (
+        "import os, signal, sys; sys.path.insert(0, {root!r}); import train; from bagel_mini import checkpoint\n"
+        "original, calls = checkpoint.save_file, []\n"
+        "def save_then_die(*args, **kwargs):\n"
+        "    original(*args, **kwargs); calls.append(1)\n"
+        "    if len(calls) == 2 + 1: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "checkpoint.save_file = save_then_die\n"
+        "train.main({args!r})\n"
+    ).format(root=str(ROOT), args=stage("A", *steps))
+    assert subprocess.run([sys.executable, "-c", killer], capture_output=True).returncode == -9
+    assert os.readlink(tmp_path / "A" / "last") == "step-000002" and not (tmp_path / "A" / "ae.safetensors").exists()
+    train.main(stage("A", *steps, "--resume"))
+    train.main(stage("B", *steps))
+    for name in ("ae.safetensors", "last/ae.safetensors", "last/optimizer.safetensors"):
+        a, b = load_file(tmp_path / "A" / name), load_file(tmp_path / "B" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name
+    assert (tmp_path / "A" / "bagel_config.json").read_text() == (tmp_path / "B" / "bagel_config.json").read_text()

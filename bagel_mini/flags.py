@@ -1,0 +1,96 @@
+"""Checks of command-line values shared by sample.py, train.py and `python -m bagel_mini.evaluate`.
+
+Each is an argparse `type`: a bad value stops the command before any work with one line that names the
+flag, the value and what is allowed (argparse adds the flag: "argument --ema: ...").
+"""
+
+import argparse
+import math
+
+import torch
+
+
+class HelpFormatter(argparse.RawTextHelpFormatter):
+    """Help text as written (line breaks kept), with each flag's default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: need a finite number")
+    return value
+
+
+def at_least(low: int):
+    """An integer >= low."""
+
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: need at least {low}")
+        return value
+
+    return check
+
+
+def positive(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value}: need a positive number")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: need a number >= 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value}: need a number from 0 to 1")
+    return value
+
+
+def decay(text: str) -> float:
+    """An EMA decay in [0, 1): 1 would never move the average."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: need 0 <= decay < 1")
+    return value
+
+
+def device(text: str) -> torch.device:
+    """cpu, cuda or cuda:N, and it must exist on this machine."""
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r}: only cpu, cuda and cuda:N are supported")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU is available here")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return parsed
+
+
+def default_device(chosen: torch.device | None) -> torch.device:
+    return chosen or torch.device("cuda" if torch.cuda.is_available() else "cpu")
