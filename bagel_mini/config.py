@@ -97,7 +97,7 @@ class ViTConfig:
     """The SigLIP vision tower; the field names of `vit_config.json`.
 
     `num_hidden_layers` here is the number of layers that run. BAGEL drops SigLIP's last layer, so
-    the json file holds one more (27 in the release, 26 run); `read_vit_json` / `write_vit_json`
+    the json file holds one more (27 in the release, 26 run); `read_vit_json` and `save_config_dir`
     convert.
     """
 
@@ -155,6 +155,8 @@ class VAEConfig:
 
     def __post_init__(self):
         _require_positive(self, "ch", "num_res_blocks", "in_channels", "out_ch", "downsample", "z_channels")
+        if not isinstance(self.ch_mult, list) or not self.ch_mult or not all(map(_is_positive_int, self.ch_mult)):
+            raise ConfigError(f"ch_mult must be a non-empty list of positive integers, got {self.ch_mult!r}")
         if 2 ** (len(self.ch_mult) - 1) != self.downsample:
             raise ConfigError(
                 f"ch_mult {self.ch_mult} gives {2 ** (len(self.ch_mult) - 1)}x downsampling, "
@@ -304,28 +306,27 @@ LLM_JSON, VIT_JSON, BAGEL_JSON = "llm_config.json", "vit_config.json", "bagel_co
 
 
 def config_from_dict(cls: type, values: dict, source: str, **parts):
-    """Build the dataclass `cls` from `values`, checking every field's presence and type.
+    """The dataclass `cls` from a json object read from `source`.
 
-    `parts` are fields given as objects rather than read (the llm / vit / vae of a BagelConfig).
+    Each field must be present unless it has a default, and of its annotated type. Keys that are not
+    fields go to `extra`, written back unchanged. `parts` are fields given as objects rather than read
+    (the llm / vit / vae of a BagelConfig).
     """
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a json object, got {type(values).__name__}")
     known = {f.name: f for f in fields(cls) if f.name != "extra" and f.name not in parts}
-    missing = [
-        name
-        for name, f in known.items()
-        if f.default is MISSING and f.default_factory is MISSING and name not in values
-    ]
+    required = [name for name, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in values]
     if missing:
         raise ConfigError(f"{source}: missing field(s): {', '.join(missing)}")
-    kwargs, extra = {}, {}
+    read, extra = {}, {}
     for name, value in values.items():
         if name in known:
-            kwargs[name] = _checked(value, known[name].type, f"{source}: field '{name}'")
+            read[name] = _checked(value, known[name].type, f"{source}: field '{name}'")
         else:
             extra[name] = value
     try:
-        return cls(**parts, **kwargs, extra=extra)
+        return cls(**parts, **read, extra=extra)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
 
@@ -356,12 +357,14 @@ def load_config_dir(directory: str | Path) -> BagelConfig:
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError(f"{directory}: not a directory")
+    if not (directory / LLM_JSON).exists() and (directory / "last").is_dir():
+        raise ConfigError(f"{directory} is a training run, not a checkpoint; pass {directory / 'last'} (its newest)")
     llm = read_llm_json(directory / LLM_JSON)
     vit = read_vit_json(directory / VIT_JSON)
     released = _bagel_7b_mot()
     if not (directory / BAGEL_JSON).exists():
         return replace(released, llm=llm, vit=vit)
-    values = dict(_read_json(directory / BAGEL_JSON))
+    values = _read_json(directory / BAGEL_JSON)
     source = str(directory / BAGEL_JSON)
     vae_values = values.pop("ae_params", None)
     vae = released.vae if vae_values is None else config_from_dict(VAEConfig, vae_values, f"{source}: ae_params")
@@ -410,23 +413,21 @@ def _read_json(path: str | Path) -> dict:
 
 
 def _checked(value, expected: type, where: str):
-    """`value` if it has the `expected` type (ints are accepted as floats), else a ConfigError."""
-    origin = typing.get_origin(expected)
-    if origin is list:
-        (item_type,) = typing.get_args(expected)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return [_checked(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
-    ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    """`value` if it has the `expected` type, else a ConfigError. An int stands for a float (json files
+    write 1000000 as readily as 1e6); a bool is not an int, though Python says it is."""
+    if expected is float and type(value) is int:
         return float(value)
-    if not ok:
-        raise ConfigError(f"{where} must be {expected.__name__}, got {type(value).__name__} ({value!r})")
+    base = typing.get_origin(expected) or expected  # list[int] -> list; its items are checked by the dataclass
+    if not isinstance(value, base) or (isinstance(value, bool) and base is not bool):
+        raise ConfigError(f"{where} must be {base.__name__}, got {type(value).__name__} ({value!r})")
     return value
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _require_positive(config, *names: str) -> None:
     for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_positive_int(getattr(config, name)):
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(config, name)!r}")

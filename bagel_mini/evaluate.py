@@ -118,12 +118,14 @@ def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int,
     import torch
 
     from bagel_mini.checkpoint import load_checkpoint
+    from bagel_mini.config import load_config_dir
     from bagel_mini.inference import ImageSettings, Inferencer
     from bagel_mini.tokenizer import BagelTokenizer
 
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"{directory}: checkpoint directory not found")
-    tokenizer = BagelTokenizer.from_dir(directory)  # before the weights: a bad file fails at once
+    load_config_dir(directory)  # a bad config or tokenizer file fails at once, before the weights load
+    tokenizer = BagelTokenizer.from_dir(directory)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, autoencoder = load_checkpoint(directory, torch.bfloat16 if device == "cuda" else torch.float32, device)
     engine = Inferencer(model, autoencoder, tokenizer, tokenizer.special_ids)

@@ -15,6 +15,7 @@ One code path serves training (a packed sequence under a generalized causal mask
 (new tokens read a KV cache; text, ViT and clean VAE tokens extend it, noised VAE queries do not).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,25 +49,23 @@ class Route:
         return out
 
 
-def run_experts(und: nn.Module, gen: nn.Module, route: Route, call, *inputs: Tensor):
-    """call(module, *rows) with each expert's module on its own rows of `inputs`, merged back.
+def run_experts(und: Callable, gen: Callable, route: Route, *inputs: Tensor):
+    """und(*rows) on the understanding rows of `inputs`, gen(*rows) on the generation rows, merged back.
 
-    `call` may return a tensor or a tuple of tensors. When one module serves all rows (a shared part,
-    or a sequence of one modality) it runs once, with no gather or scatter.
+    `und` and `gen` are a part's two modules, or one method of each (`attn.qkv`). A shared part passes
+    the same one twice (`und == gen`: one module, or one module's method) and runs once over all rows,
+    with no gather or scatter; so does either expert alone on a sequence of one modality. They may
+    return a tensor or a tuple of tensors.
     """
-    if und is gen or len(route.gen) == 0:
-        return call(und, *inputs)
+    if und == gen or len(route.gen) == 0:
+        return und(*inputs)
     if len(route.und) == 0:
-        return call(gen, *inputs)
-    und_out = call(und, *(x[route.und] for x in inputs))
-    gen_out = call(gen, *(x[route.gen] for x in inputs))
+        return gen(*inputs)
+    und_out = und(*(x[route.und] for x in inputs))
+    gen_out = gen(*(x[route.gen] for x in inputs))
     if isinstance(und_out, tuple):
         return tuple(route.merge(a, b) for a, b in zip(und_out, gen_out))
     return route.merge(und_out, gen_out)
-
-
-def _forward(module: nn.Module, x: Tensor) -> Tensor:
-    return module(x)
 
 
 def make_part(name: str, config: LLMConfig) -> nn.Module:
@@ -97,13 +96,14 @@ class DecoderLayer(nn.Module):
         past: tuple[Tensor, Tensor] | None = None,  # cached keys and values, each (S, kv_heads, head_dim)
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Returns the new hidden states and the keys and values of the L new tokens."""
-        h = run_experts(*self.experts("input_norm"), route, _forward, x)
-        q, k, v = run_experts(*self.experts("attn"), route, lambda attn, *rows: attn.qkv(*rows), h, cos, sin)
+        und_attn, gen_attn = self.experts("attn")
+        h = run_experts(*self.experts("input_norm"), route, x)
+        q, k, v = run_experts(und_attn.qkv, gen_attn.qkv, route, h, cos, sin)
         keys, values = (k, v) if past is None else (torch.cat([past[0], k]), torch.cat([past[1], v]))
         o = attend(q, keys, values, mask)  # one softmax over the tokens of both experts
-        x = x + run_experts(*self.experts("attn"), route, lambda attn, rows: attn.o_proj(rows), o)
-        h = run_experts(*self.experts("post_attention_norm"), route, _forward, x)
-        x = x + run_experts(*self.experts("mlp"), route, _forward, h)
+        x = x + run_experts(und_attn.o_proj, gen_attn.o_proj, route, o)
+        h = run_experts(*self.experts("post_attention_norm"), route, x)
+        x = x + run_experts(*self.experts("mlp"), route, h)
         return x, (k, v)
 
 
@@ -202,4 +202,4 @@ class LanguageModel(nn.Module):
             x, key_value = layer(x, cos, sin, route, mask, past)
             new.append(key_value)
         norm_gen = self.norm if self.norm_gen is None else self.norm_gen
-        return run_experts(self.norm, norm_gen, route, _forward, x), new
+        return run_experts(self.norm, norm_gen, route, x), new

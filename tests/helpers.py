@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -37,3 +38,10 @@ def randomize_(module: nn.Module, seed: int) -> nn.Module:
         else:
             parameter.copy_(noise / max(parameter.shape[-1], 1) ** 0.5)
     return module
+
+
+def assert_names(error: BaseException | pytest.ExceptionInfo, *facts: object) -> None:
+    """The error's message names every fact (a file, a key, a value, a cause), in any wording."""
+    message = str(error.value if isinstance(error, pytest.ExceptionInfo) else error)
+    missing = [str(fact) for fact in facts if str(fact) not in message]
+    assert not missing, f"the message {message!r} does not name {missing}"

@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import TINY, randomize_
+from helpers import TINY, assert_names, randomize_
 from safetensors.torch import load_file, save_file
 
 from bagel_mini.checkpoint import CheckpointError, load_checkpoint, read_tensors, save_checkpoint
@@ -51,34 +51,38 @@ def test_a_renamed_key_is_named_as_missing_and_unexpected(tmp_path):
     def rename(weights):
         weights["llm2vae.weights"] = weights.pop("llm2vae.weight")
 
-    with pytest.raises(CheckpointError, match=r"ema.safetensors: 2 problem\(s\)") as error:
-        load_checkpoint(copy_of_tiny(tmp_path, rename))
-    assert "1 missing key(s): llm2vae.weight" in str(error.value)
-    assert "1 unexpected key(s): llm2vae.weights" in str(error.value)
+    directory = copy_of_tiny(tmp_path, rename)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(directory)
+    assert_names(error, directory / "ema.safetensors", "missing", "llm2vae.weight", "unexpected", "llm2vae.weights")
 
 
 def test_a_wrong_shape_names_the_key_and_both_shapes(tmp_path):
     def shrink(weights):
         weights["connector.fc1.bias"] = weights["connector.fc1.bias"][:10]
 
-    with pytest.raises(CheckpointError, match=r"connector.fc1.bias: shape \(10,\) in the file, \(64,\) expected"):
-        load_checkpoint(copy_of_tiny(tmp_path, shrink))
+    directory = copy_of_tiny(tmp_path, shrink)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(directory)
+    assert_names(error, directory / "ema.safetensors", "connector.fc1.bias", "(10,)", "(64,)")
 
 
 def test_a_truncated_or_missing_weights_file_is_named(tmp_path):
     directory = copy_of_tiny(tmp_path)
     data = (directory / "ae.safetensors").read_bytes()
-    (directory / "ae.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(
-        CheckpointError, match=r"ae.safetensors: truncated: decoder\.\S+ ends at byte \d+, the file has"
-    ):
+    path = directory / "ae.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(directory)
-    (directory / "ae.safetensors").write_bytes(b"\xff" * 100)
-    with pytest.raises(CheckpointError, match="ae.safetensors: not a safetensors file"):
+    assert_names(error, path, "truncated", "decoder.", len(data) // 2)  # a key past the end, and the file size
+    path.write_bytes(b"\xff" * 100)
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(directory)
-    (directory / "ae.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="ae.safetensors: weights file not found"):
+    assert_names(error, path, "not a safetensors file", "100")
+    path.unlink()
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(directory)
+    assert_names(error, path, "not found")
 
 
 @pytest.mark.parametrize("arch", ["mot", "dense"])
@@ -92,8 +96,9 @@ def test_a_scaled_down_preset_round_trips_exactly_in_the_released_layout(tmp_pat
         state, loaded_state = original.state_dict(), copy.state_dict()
         assert state.keys() == loaded_state.keys()
         assert all(torch.equal(state[name], loaded_state[name]) for name in state)
-    with pytest.raises(FileExistsError, match="ema.safetensors exists"):
+    with pytest.raises(FileExistsError) as error:
         save_checkpoint(model, autoencoder, tmp_path)
+    assert_names(error, tmp_path / "ema.safetensors", "overwrite")
 
 
 def test_weights_are_cast_tensor_by_tensor_to_the_requested_dtype():
@@ -113,17 +118,22 @@ def test_our_reader_agrees_with_the_safetensors_library():
 def test_missing_configs_tokenizer_or_a_non_checkpoint_directory_are_named(tmp_path):
     directory = copy_of_tiny(tmp_path)
     (directory / "vit_config.json").unlink()
-    with pytest.raises(ConfigError, match="vit_config.json: config file not found"):
+    with pytest.raises(ConfigError) as error:
         load_checkpoint(directory)
-    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+    assert_names(error, directory / "vit_config.json", "not found")
+    tokenizer_files = ("tokenizer.json", "vocab.json", "merges.txt")
+    for name in tokenizer_files:
         (directory / name).unlink()
-    with pytest.raises(FileNotFoundError, match="no tokenizer.json, nor vocab.json and merges.txt"):
+    with pytest.raises(FileNotFoundError) as error:
         BagelTokenizer.from_dir(directory)
-    with pytest.raises(CheckpointError, match="checkpoint directory not found"):
+    assert_names(error, directory, *tokenizer_files)  # the directory, and each way a tokenizer can be stored
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(tmp_path / "nowhere")
+    assert_names(error, tmp_path / "nowhere", "not found")
     (tmp_path / "photos").mkdir()
-    with pytest.raises(ConfigError, match="photos/llm_config.json: config file not found"):
+    with pytest.raises(ConfigError) as error:
         load_checkpoint(tmp_path / "photos")
+    assert_names(error, tmp_path / "photos" / "llm_config.json", "not found")
 
 
 def test_offloaded_layers_give_the_same_outputs(monkeypatch):
@@ -144,7 +154,6 @@ def test_a_gpu_without_room_for_the_weights_is_refused_with_the_figures(monkeypa
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 20, 1 << 30))
     values = sum(t.numel() for name in ("ema", "ae") for t in load_file(TINY / f"{name}.safetensors").values())
     needed = f"{2 * values / 2**20:.1f} MiB"  # two bytes a value in bfloat16
-    with pytest.raises(
-        CheckpointError, match=rf"the weights need {needed} in torch.bfloat16, but cuda has 1.0 MiB free"
-    ):
+    with pytest.raises(CheckpointError) as error:
         load_checkpoint(TINY, dtype=torch.bfloat16, device="cuda")
+    assert_names(error, needed, "torch.bfloat16", "cuda", "1.0 MiB", "--offload")  # need, have, and a way out

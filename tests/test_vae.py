@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import FIXTURES, TINY
+from helpers import FIXTURES, TINY, assert_names
 from safetensors.torch import load_file
 
 from bagel_mini.config import VAEConfig, config_from_dict
@@ -33,8 +33,8 @@ def test_encode_draws_its_own_noise_when_none_is_given(tiny_autoencoder, cases):
     first = tiny_autoencoder.encode(image)
     torch.manual_seed(0)
     noise = torch.randn_like(cases["vae.in.posterior_eps"])
-    torch.testing.assert_close(first, tiny_autoencoder.encode(image, noise=noise), rtol=0, atol=0)
-    assert not torch.allclose(first, tiny_autoencoder.encode_mean(image))
+    assert torch.equal(first, tiny_autoencoder.encode(image, noise=noise))  # the same arithmetic on the same noise
+    assert not torch.allclose(first, tiny_autoencoder.encode_mean(image))  # a sample, not the mean
 
 
 def test_released_layout_has_exact_keys_shapes_and_parameter_count():
@@ -51,22 +51,24 @@ def test_released_layout_has_exact_keys_shapes_and_parameter_count():
 
 
 @pytest.mark.parametrize(
-    "shape, message",
+    "shape, allowed",
     [
-        ((1, 3, 60, 48), "multiples of 8"),  # height not a multiple of 8
-        ((1, 3, 64, 50), "multiples of 8"),
-        ((3, 64, 48), r"\(batch, 3, height, width\)"),  # no batch dimension
-        ((1, 4, 64, 48), r"\(batch, 3, height, width\)"),  # RGBA
+        ((1, 3, 60, 48), "8"),  # height not a multiple of 8
+        ((1, 3, 64, 50), "8"),
+        ((3, 64, 48), "(batch, 3, height, width)"),  # no batch dimension
+        ((1, 4, 64, 48), "(batch, 3, height, width)"),  # RGBA
     ],
 )
-def test_bad_pixel_shape_is_rejected_naming_the_shape(tiny_autoencoder, shape, message):
-    with pytest.raises(ValueError, match=message) as error:
+def test_bad_pixel_shape_is_rejected_naming_the_shape(tiny_autoencoder, shape, allowed):
+    with pytest.raises(ValueError) as error:
         tiny_autoencoder.encode(torch.zeros(shape))
-    assert str(tuple(shape)) in str(error.value)
+    assert_names(error, tuple(shape), allowed)
 
 
 def test_bad_latent_or_noise_shape_is_rejected(tiny_autoencoder):
-    with pytest.raises(ValueError, match=r"\(1, 4, 8, 6\)"):
+    with pytest.raises(ValueError) as error:
         tiny_autoencoder.decode(torch.zeros(1, 4, 8, 6))
-    with pytest.raises(ValueError, match=r"noise has shape \(1, 16, 4, 4\)"):
+    assert_names(error, (1, 4, 8, 6), "(batch, 16, height, width)")  # z_channels 16
+    with pytest.raises(ValueError) as error:
         tiny_autoencoder.encode(torch.zeros(1, 3, 64, 48), noise=torch.zeros(1, 16, 4, 4))
+    assert_names(error, "noise", (1, 16, 4, 4), (1, 16, 8, 6))  # the noise's shape and the posterior's
