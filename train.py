@@ -18,9 +18,6 @@ reads, plus what resuming needs (bagel_mini/checkpoint.py).
 """
 
 import argparse
-import contextlib
-import csv
-import json
 import os
 import random
 import sys
@@ -33,7 +30,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from bagel_mini import DEFAULT_MODEL, checkpoint, flags
+from bagel_mini import DEFAULT_MODEL, checkpoint, flags, runs
 from bagel_mini.cfg import ConditionDropout
 from bagel_mini.config import PRESETS, ConfigError, load_config_dir, preset, save_config_dir
 from bagel_mini.data import autoencoder_batch, generator_seed, micro_batch, open_data
@@ -109,24 +106,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.decoder_only and not args.autoencoder:
         parser.error("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
     return args
-
-
-def start_run(args):
-    """Claim OUT for this run (process 0 holds a lock file: checkpoint.claim_run_directory) and check --resume
-    against it. Returns the lock as a context manager, to hold for the run's lifetime.
-    """
-    out = Path(args.out)
-    lock = checkpoint.claim_run_directory(out) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext()
-    last = out / "last"
-    if args.resume and not last.exists():
-        raise FileNotFoundError(f"{last}: nothing to resume (no complete checkpoint yet)")
-    if not args.resume and (last.exists() or (out / "ae.safetensors").exists()):
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if args.resume:
-        step = json.loads((last / "state.json").read_text())["step"]
-        if step >= args.max_steps:
-            raise ValueError(f"--max-steps {args.max_steps}: {last} is already at step {step}; ask for more steps")
-    return lock
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,12 +185,12 @@ def train(args) -> None:
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, args)
-    start = checkpoint.load_run_checkpoint(resume_dir, model, ema, optimizer) if args.resume else 0
+    start = runs.load_run_checkpoint(resume_dir, model, ema, optimizer) if args.resume else 0
 
     log_path = out / "loss.csv"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        keep_log_rows(log_path, start)
+        runs.keep_log_rows(log_path, start)
     progress = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, disable=rank != 0)
     seen, busy = 0, 0.0  # tokens (all processes) and seconds spent in steps since this process began
     for step in progress:
@@ -249,14 +228,14 @@ def train(args) -> None:
             {"loss": f"{loss:.4f}", "ce": f"{ce:.3f}", "mse": f"{mse:.4f}", "tok/s": f"{seen / busy:.0f}"}
         )
         if rank == 0:
-            append_log_row(log_path, [step + 1, loss, ce, mse])
+            runs.append_log_row(log_path, [step + 1, loss, ce, mse])
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
             state = {"args": vars(args)}
-            checkpoint.save_run_checkpoint(
+            runs.save_run_checkpoint(
                 out, step + 1, model, ema, autoencoder, optimizer, data.tokenizer, state, args.keep, rank
             )
             if rank == 0:
-                plot_losses(log_path, out / "loss.png")
+                runs.plot_losses(log_path, out / "loss.png")
                 if args.eval_every and ((step + 1) // args.checkpoint_every) % args.eval_every == 0:
                     evaluate_checkpoint(out, step + 1, args)
     if world > 1:
@@ -286,7 +265,7 @@ def train_autoencoder(args) -> None:
     data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
     trainable = [p for p in autoencoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start = checkpoint.load_autoencoder_checkpoint(resume_dir, autoencoder, optimizer) if args.resume else 0
+    start = runs.load_autoencoder_checkpoint(resume_dir, autoencoder, optimizer) if args.resume else 0
     progress = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, desc="autoencoder")
     for step in progress:
         set_learning_rate(optimizer, args, step)
@@ -303,7 +282,7 @@ def train_autoencoder(args) -> None:
         progress.set_postfix(mse=f"{mse.item():.5f}", kl=f"{kl.item():.3f}")
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
             state = {"args": vars(args)}
-            checkpoint.save_autoencoder_checkpoint(out, step + 1, autoencoder, config, optimizer, state, args.keep)
+            runs.save_autoencoder_checkpoint(out, step + 1, autoencoder, config, optimizer, state, args.keep)
     if not args.decoder_only:  # a new latent space: measure its statistics (a kept encoder keeps its own)
         with torch.no_grad():
             images = torch.cat([autoencoder_batch(data, random.Random(-i), count=16) for i in range(4)])
@@ -382,7 +361,7 @@ def evaluate_checkpoint(out: Path, step: int, args) -> None:
     path = out / "eval.csv"
     if not path.exists():
         path.write_text(",".join(row) + "\n")
-    append_log_row(path, list(row.values()))
+    runs.append_log_row(path, list(row.values()))
     print(
         f"step {step}: MiniGenEval {scores['geneval']['overall']:.3f}, MiniVQA {scores['vqa']:.3f}, "
         f"MiniEdit {scores['edit']:.3f}",
@@ -390,44 +369,10 @@ def evaluate_checkpoint(out: Path, step: int, args) -> None:
     )
 
 
-def keep_log_rows(path: Path, step: int) -> None:
-    """On resume, drop log rows after the checkpoint's step (a killed run may have logged further)."""
-    if not path.exists():
-        path.write_text("step,loss,ce,mse\n")
-        return
-    rows = list(csv.reader(path.read_text().splitlines()))
-    kept = [rows[0]] + [row for row in rows[1:] if int(row[0]) <= step]
-    path.write_text("\n".join(",".join(row) for row in kept) + "\n")
-
-
-def append_log_row(path: Path, row: list) -> None:
-    with open(path, "a") as file:
-        file.write(",".join(str(value) for value in row) + "\n")
-
-
-def plot_losses(csv_path: Path, png_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
-    steps = [int(row["step"]) for row in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, name in zip(axes, ("ce", "mse")):
-        ax.plot(steps, [float(row[name]) for row in rows], linewidth=0.8)
-        ax.set_title(f"{name.upper()} loss")
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
-    figure.tight_layout()
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        with start_run(args):
+        with runs.start_run(Path(args.out), args.resume, args.max_steps):
             train_autoencoder(args) if args.stage == "vae" else train(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConfigError) as error:
         sys.exit(f"error: {error}")

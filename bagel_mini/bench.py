@@ -3,6 +3,7 @@
     python -m bagel_mini.bench step [--preset toy] [--repeats 5]
     python -m bagel_mini.bench sample [--preset toy] [--steps 25] [--context 300]
     python -m bagel_mini.bench load [--preset small] [--dir DIR]
+    python -m bagel_mini.bench weights [--weights fp8] [--preset small] [--questions 100] [--prompts 1]
 
 `step`: forward + backward time of one training step on the same packed batch for the MoT, MoE and
 dense decoders (hard routing gives them the same FLOPs per token, so the ratios should be near 1),
@@ -12,6 +13,14 @@ tokens: the KV-cached sampler versus rebuilding every context at every step.
 `load`: writes a random checkpoint in the released layout (bfloat16, about 1.2 GB for `small`), then in
 a fresh process loads it in float32 and compares peak memory with the loaded weights' size, and the
 load time with the time to just read the files.
+`weights`: 8-bit decoder weights (`--weights fp8` or `int8`, weights8.py) against bfloat16. Quality on the
+embedded trained toy model (a random model's near-uniform logits would make top-1 agreement meaningless):
+the top-1 agreement of next-token logits over the answers to MiniVQA questions (the bfloat16 model's
+greedy answer, read by both), and the cosine similarity of generated latents and decoded pixels on the
+same seeds. Memory on a random `small` checkpoint in the released layout, each mode loaded in a fresh
+process: the Bagel weights' bytes (`ema.safetensors`; the autoencoder stays bfloat16 in every mode)
+against bfloat16, peak memory while loading against all the bytes loaded, and the time of a sampling
+step against bfloat16. Then the bytes BAGEL-7B-MoT needs in each mode, from its parameter count.
 The last line printed by each is one JSON object.
 """
 
@@ -26,9 +35,11 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from bagel_mini import DEFAULT_MODEL
 from bagel_mini.cfg import NO_DROPOUT
-from bagel_mini.config import preset
+from bagel_mini.config import load_config_dir, preset
 from bagel_mini.inference import ImageSettings, Inferencer
 from bagel_mini.model import Bagel
 from bagel_mini.navit import PackConfig, PackedBatch, Sample, Text, VaeImage, VitImage, pack, sample_length
@@ -158,6 +169,22 @@ def resident_bytes(field: str = "VmRSS") -> int:
     return int(line.split()[1]) * 1024
 
 
+def write_random_checkpoint(preset_name: str, directory: str) -> int:
+    """A random Bagel of the preset in the released layout (bfloat16, as the release); returns the files' bytes."""
+    from bagel_mini.checkpoint import save_checkpoint
+
+    config = preset(preset_name)
+    save_checkpoint(Bagel(config), AutoEncoder(config.vae), directory, dtype=torch.bfloat16)
+    return sum(path.stat().st_size for path in Path(directory).glob("*.safetensors"))
+
+
+def run_fresh(function: str, *args) -> dict:
+    """`function(*args)` of this module in a fresh Python process; the JSON object it prints last."""
+    code = f"from bagel_mini.bench import {function}; {function}(*{args!r})"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def measure_load(directory: str) -> None:
     """Run in a fresh process: read the files, then load them; print the figures as JSON."""
     from bagel_mini.checkpoint import load_checkpoint
@@ -179,17 +206,9 @@ def measure_load(directory: str) -> None:
 
 
 def bench_load(preset_name: str, directory: str | None) -> dict:
-    from bagel_mini.checkpoint import save_checkpoint
-
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
-        config = preset(preset_name)
-        save_checkpoint(Bagel(config), AutoEncoder(config.vae), scratch, dtype=torch.bfloat16)
-        file_bytes = sum(path.stat().st_size for path in Path(scratch).glob("*.safetensors"))
-        child = subprocess.run(
-            [sys.executable, "-c", f"from bagel_mini.bench import measure_load; measure_load({scratch!r})"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-    figures = json.loads(child.stdout.strip().splitlines()[-1])
+        file_bytes = write_random_checkpoint(preset_name, scratch)
+        figures = run_fresh("measure_load", scratch)
     print(
         f"preset {preset_name}: {file_bytes / 1e9:.2f} GB of bfloat16 files -> {figures['weights'] / 1e9:.2f} GB "
         f"of float32 weights; peak {figures['peak'] / 1e9:.2f} GB while loading"
@@ -198,6 +217,129 @@ def bench_load(preset_name: str, directory: str | None) -> dict:
     return {
         "peak_rss_over_weights": figures["peak"] / figures["weights"],
         "load_over_read": figures["load_s"] / figures["read_s"],
+    }
+
+
+@torch.no_grad()
+def measure_weights_load(directory: str, weights: str, steps: int) -> None:
+    """Run in a fresh process: load in bfloat16 with `weights`, then time sampling steps; print the figures as JSON."""
+    from bagel_mini.checkpoint import build_meta, load_checkpoint
+
+    torch.set_num_threads(1)  # steadier times on a busy CPU; each mode runs alone in its process
+    build_meta(load_config_dir(directory))  # a first model's one-time costs (~40 MB of Python and torch state)
+    baseline = resident_bytes()
+    model, autoencoder = load_checkpoint(directory, dtype=torch.bfloat16, weights=weights)
+    peak = resident_bytes("VmHWM") - baseline
+    stored = [sum(t.numel() * t.element_size() for t in m.state_dict().values()) for m in (model, autoencoder)]
+    engine = Inferencer(model, autoencoder, None, SPECIAL_IDS)
+    context = engine.add_text(engine.empty_context(), list(range(5, 21)))
+    side = model.config.pixels_per_latent_token * min(8, model.config.max_latent_size)  # 64 latent tokens
+    settings = ImageSettings(num_timesteps=steps + 1, cfg_text_scale=1.0)
+    warm_up = (side // 4, side // 4)  # one step at 4 latent tokens: first-call costs, not the step's
+    engine.generate_image(context, warm_up, settings=ImageSettings(num_timesteps=2), seed=0, decode=False)
+    start = time.perf_counter()
+    engine.generate_image(context, (side, side), settings=settings, seed=0, decode=False)
+    step_seconds = (time.perf_counter() - start) / steps
+    print(json.dumps({"peak": peak, "model": stored[0], "autoencoder": stored[1], "step_s": step_seconds}))
+
+
+def answer_logits(engine: Inferencer, context, ids: list[int]) -> torch.Tensor:
+    """Next-token logits (len(ids) + 1, vocab) of the answer [bos] + ids after `context`, read as one causal
+    block: row i is what generate_text's step i sees when the answer so far is ids[:i]."""
+    tokens = [engine.special["bos_token_id"], *ids]
+    positions = torch.arange(context.position, context.position + len(tokens))
+    embedded = engine.model.llm.embed_tokens(torch.tensor(tokens))
+    is_gen = torch.zeros(len(tokens), dtype=torch.bool)
+    hidden, _ = engine.model.llm.extend(embedded, positions, is_gen, context.cache, causal=True)
+    return engine.model.llm.lm_head(hidden).float()
+
+
+@torch.no_grad()
+def measure_weights_quality(weights: str, num_questions: int, prompts_per_category: int, steps: int) -> None:
+    """Run in a fresh process: the embedded toy model in bfloat16 and with `weights`; print as JSON the top-1
+    agreement of next-token logits on MiniVQA answers and the cosine similarities of the latents and pixels
+    of MiniGenEval prompts drawn on the same seeds.
+
+    Both latents are decoded by one float32 autoencoder: it is the same, unquantized, in every mode, and
+    bfloat16 convolutions are slow on a CPU.
+    """
+    from bagel_mini.checkpoint import load_autoencoder, load_checkpoint
+    from bagel_mini.evaluate import benchmark
+    from bagel_mini.images import resize_for_encoder, to_rgb
+    from bagel_mini.tokenizer import BagelTokenizer
+
+    torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; one stays fast on a busy CPU
+    tokenizer = BagelTokenizer.from_dir(DEFAULT_MODEL)
+    reference, quantized = (
+        Inferencer(*load_checkpoint(DEFAULT_MODEL, torch.bfloat16, weights=mode), tokenizer, tokenizer.special_ids)
+        for mode in ("bf16", weights)
+    )
+    agree, answered = 0, 0
+    for question in benchmark(num_questions, seed=0)[1]:
+        image = resize_for_encoder(to_rgb(question.image), *reference.vae_sizes)  # as interleave(understanding=True)
+        contexts = [
+            engine.add_text(engine.add_image(engine.empty_context(), image, vae=False), question.question)
+            for engine in (reference, quantized)
+        ]
+        ids = reference.generate_text(contexts[0], max_length=32).ids
+        logits = [answer_logits(engine, context, ids) for engine, context in zip((reference, quantized), contexts)]
+        agree += int((logits[0].argmax(-1) == logits[1].argmax(-1)).sum())
+        answered += len(logits[0])
+    settings, decoder = ImageSettings(num_timesteps=steps), load_autoencoder(DEFAULT_MODEL)
+    latent_cosines, pixel_cosines = [], []
+    for seed, task in enumerate(benchmark(prompts_per_category, seed=0)[0]):
+        latents = [
+            engine.generate_image(
+                engine.add_text(engine.empty_context(), task.prompt), (64, 64), engine.empty_context(), None, settings,
+                seed=seed, decode=False,
+            ).latent.float()
+            for engine in (reference, quantized)
+        ]  # fmt: skip
+        pixels = [decoder.decode(latent[None]) for latent in latents]
+        latent_cosines.append(F.cosine_similarity(*(latent.flatten() for latent in latents), dim=0).item())
+        pixel_cosines.append(F.cosine_similarity(*(image.flatten() for image in pixels), dim=0).item())
+    figures = {"top1_agreement": agree / answered, "answer_tokens": answered, "images": len(pixel_cosines)}
+    for name, values in (("latent_cosine", latent_cosines), ("pixel_cosine", pixel_cosines)):
+        figures |= {name: statistics.mean(values), f"lowest_{name}": min(values)}
+    print(json.dumps(figures))
+
+
+def bench_weights(
+    weights: str, preset_name: str, directory: str | None, num_questions: int, prompts_per_category: int, steps: int
+) -> dict:
+    from bagel_mini.checkpoint import build_meta, weight_bytes
+
+    quality = run_fresh("measure_weights_quality", weights, num_questions, prompts_per_category, steps)
+    print(
+        f"embedded toy model, bfloat16 against --weights {weights}: next-token top-1 agreement "
+        f"{quality['top1_agreement']:.4f} over {quality['answer_tokens']} answer tokens of {num_questions} MiniVQA "
+        f"questions; {quality['images']} MiniGenEval images, {steps} time points: cosine similarity of the latents "
+        f"{quality['latent_cosine']:.4f} (lowest {quality['lowest_latent_cosine']:.4f}), of the decoded pixels "
+        f"{quality['pixel_cosine']:.4f} (lowest {quality['lowest_pixel_cosine']:.4f})"
+    )
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        write_random_checkpoint(preset_name, scratch)
+        loads = {mode: run_fresh("measure_weights_load", scratch, mode, 2) for mode in ("bf16", weights)}
+    plain, eight_bit = loads["bf16"], loads[weights]
+    stored = eight_bit["model"] + eight_bit["autoencoder"]
+    print(
+        f"preset {preset_name}: Bagel weights {plain['model'] / 1e9:.3f} GB in bfloat16, "
+        f"{eight_bit['model'] / 1e9:.3f} GB with --weights {weights}; loading peaks at "
+        f"{eight_bit['peak'] / 1e9:.3f} GB for {stored / 1e9:.3f} GB stored (with the autoencoder); a sampling "
+        f"step {eight_bit['step_s']:.3f} s, {plain['step_s']:.3f} s in bfloat16"
+    )
+    big = build_meta(preset("bagel-7b-mot"))
+    needs = {mode: weight_bytes(big, torch.bfloat16, mode) for mode in ("bf16", weights)}
+    print(
+        f"BAGEL-7B-MoT (with its autoencoder): {needs['bf16'] / 1e9:.1f} GB ({needs['bf16'] / 2**30:.1f} GiB) of "
+        f"weights in bfloat16, {needs[weights] / 1e9:.1f} GB ({needs[weights] / 2**30:.1f} GiB) with {weights}"
+    )
+    return {
+        "bytes_over_bf16": eight_bit["model"] / plain["model"],
+        "load_peak_over_bytes": eight_bit["peak"] / stored,
+        **{name: quality[name] for name in ("top1_agreement", "latent_cosine", "pixel_cosine")},
+        "step_over_bf16": eight_bit["step_s"] / plain["step_s"],
+        "bagel_7b_gb": needs[weights] / 1e9,
     }
 
 
@@ -215,9 +357,20 @@ def main(argv: list[str] | None = None) -> None:
     load = commands.add_parser("load", help="checkpoint loading: peak memory and time")
     load.add_argument("--preset", default="small")
     load.add_argument("--dir", help="where to write the temporary checkpoint (default: the system's temp dir)")
+    weights = commands.add_parser("weights", help="8-bit decoder weights against bfloat16: quality, memory, time")
+    weights.add_argument("--weights", default="fp8", choices=["fp8", "int8"])
+    weights.add_argument("--preset", default="small", help="the random checkpoint for memory and time")
+    weights.add_argument("--dir", help="where to write the temporary checkpoint (default: the system's temp dir)")
+    weights.add_argument("--questions", type=int, default=100, help="MiniVQA questions for the top-1 agreement")
+    weights.add_argument("--prompts", type=int, default=1, help="MiniGenEval prompts per category to draw")
+    weights.add_argument("--steps", type=int, default=50, help="time-grid points of each image")
     args = parser.parse_args(argv)
     if args.command == "load":
         result = bench_load(args.preset, args.dir)
+    elif args.command == "weights":
+        if args.questions < 1 or args.prompts < 1 or args.steps < 2:
+            parser.error("--questions and --prompts must be at least 1, --steps at least 2")
+        result = bench_weights(args.weights, args.preset, args.dir, args.questions, args.prompts, args.steps)
     elif args.command == "step":
         if args.repeats < 1:
             parser.error("--repeats must be at least 1")

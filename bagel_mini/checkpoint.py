@@ -7,8 +7,7 @@ by rule; loading and saving in the released layout both go through it.
 `released_keys(preset("bagel-7b-mot"))` lists the released keys and shapes our model reads, built on the
 meta device (no memory, no random init).
 
-Training runs (train.py) write the same layout into step directories, plus what resuming needs: see
-`save_run_checkpoint` at the end.
+Training runs (train.py) write the same layout into step directories, plus what resuming needs (runs.py).
 """
 
 import json
@@ -16,24 +15,25 @@ import math
 import mmap
 import os
 import re
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
+from safetensors.torch import save_file
+from torch import Tensor, nn
 
-from bagel_mini.config import BagelConfig, load_config_dir, save_config_dir, write_json_atomic
+from bagel_mini.config import BagelConfig, load_config_dir, save_config_dir
 from bagel_mini.model import Bagel
 from bagel_mini.siglip import conv_to_linear_weight
 from bagel_mini.vae import AutoEncoder
+from bagel_mini.weights8 import (
+    WEIGHT_MODES,
+    decoder_linears,
+    eight_bit_bytes,
+    eight_bit_layers,
+    quantize,
+    use_8bit_linears,
+)
 
 _LAYER = r"llm\.layers\.(\d+)\."
 _RELEASED_LAYER = r"language_model.model.layers.\1."
@@ -142,19 +142,16 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, data_start
 
 
-def read_tensors(
-    path: Path, keys: list[str], dtype: torch.dtype, device, header: tuple[dict, int] | None = None
-) -> dict[str, torch.Tensor]:
-    """Read `keys` through a memory map, each cast to `dtype` on `device` on its own.
+def mapped_tensors(path: Path, keys: list[str], header: tuple[dict, int] | None = None) -> Iterator[tuple[str, Tensor]]:
+    """(key, tensor as stored in the file) for each of `keys`, one at a time, viewed through a memory map.
 
-    As soon as a tensor is copied, its pages are dropped from the map, so the process holds the loaded
-    weights plus at most one tensor as it is in the file: peak memory stays near the final size. (The
-    safetensors library's reader keeps every page it touched mapped until the file is closed.)
-    `header` is `read_header(path)` when the caller has read it already.
+    A view is valid only until the next one is asked for: then its pages are dropped from the map, so a
+    reader that converts each tensor holds the loaded weights plus at most one tensor as it is in the
+    file, and peak memory stays near the final size. (The safetensors library's reader keeps every page
+    it touched mapped until the file is closed.) `header` is `read_header(path)` when the caller has it.
     """
     header, data_start = header or read_header(path)
     page = mmap.PAGESIZE
-    tensors = {}
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY) as mapped:
         for key in keys:
             entry = header[key]
@@ -162,18 +159,25 @@ def read_tensors(
             stored = SAFETENSORS_DTYPES[entry["dtype"]]
             count = math.prod(entry["shape"])
             raw = torch.frombuffer(mapped, dtype=stored, count=count, offset=begin) if count else torch.empty(0)
-            tensors[key] = raw.reshape(entry["shape"]).to(device=device, dtype=dtype, copy=True)
+            yield key, raw.reshape(entry["shape"])
             aligned = begin // page * page
             if end > aligned:
                 mapped.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
-    return tensors
+
+
+def read_tensors(
+    path: Path, keys: list[str], dtype: torch.dtype, device, header: tuple[dict, int] | None = None
+) -> dict[str, Tensor]:
+    """Read `keys`, each copied to `dtype` on `device` on its own (`mapped_tensors`)."""
+    return {key: raw.to(device=device, dtype=dtype, copy=True) for key, raw in mapped_tensors(path, keys, header)}
 
 
 def load_weights_into(module: nn.Module, path: Path, names: dict[str, str], dtype: torch.dtype, device) -> None:
     """Fill a module built on the meta device from `path`; `names` maps its parameter names to file keys.
 
     Strict: every key present, none extra, every shape right; the error lists the first few offenders
-    and the counts. Nothing is read before the whole file has been checked.
+    and the counts. Nothing is read before the whole file has been checked. The weight of a Linear8
+    (weights8.py) is quantized tensor by tensor as it is read, on `device`; the rest is cast to `dtype`.
     """
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
@@ -187,10 +191,14 @@ def load_weights_into(module: nn.Module, path: Path, names: dict[str, str], dtyp
             problems.append(f"{released}: shape {stored} in the file, {shapes[ours]} expected")
     if problems:
         raise CheckpointError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:8]))
-    tensors = read_tensors(path, list(expected), dtype, device, header=(header, data_start))
+    eight_bit = eight_bit_layers(module)  # {our weight name: mode} of its Linear8 layers
     state = {}
-    for released, ours in expected.items():
-        tensor = tensors.pop(released)
+    for released, raw in mapped_tensors(path, list(expected), (header, data_start)):
+        ours = expected[released]
+        if ours in eight_bit:  # quantized as it is read: no copy of the weight in the compute dtype is kept
+            state[ours], state[ours.removesuffix("weight") + "scale"] = quantize(raw.to(device), eight_bit[ours])
+            continue
+        tensor = raw.to(device=device, dtype=dtype, copy=True)
         state[ours] = conv_to_linear_weight(tensor) if tensor.shape != shapes[ours] else tensor
     module.load_state_dict(state, strict=True, assign=True)
 
@@ -214,38 +222,62 @@ def autoencoder_names(autoencoder: nn.Module) -> dict[str, str]:
     return {name: name for name in autoencoder.state_dict()}
 
 
-def weight_bytes(modules: tuple[nn.Module, ...], dtype: torch.dtype) -> int:
-    """Bytes the modules' weights take in `dtype`."""
+def weight_bytes(modules: tuple[nn.Module, ...], dtype: torch.dtype, weights: str = "bf16") -> int:
+    """Bytes the modules' weights take when loaded in `dtype` with `weights` (a mode of weights8.WEIGHT_MODES:
+    under fp8 or int8 the decoder's Linear weights take one byte a value plus a float32 scale a row)."""
+    linears = [] if weights == "bf16" else [linear for m in modules for linear in decoder_linears(m).values()]
     count = sum(t.numel() for module in modules for t in module.state_dict().values())
-    return count * torch.empty(0, dtype=dtype).element_size()
+    count -= sum(linear.weight.numel() for linear in linears)
+    return count * dtype.itemsize + sum(eight_bit_bytes(linear) for linear in linears)
 
 
-def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32, device="cpu", offload: bool = False):
+def load_checkpoint(
+    directory: str | Path, dtype: torch.dtype = torch.float32, device="cpu", offload: bool = False, weights="bf16"
+):
     """Bagel and its autoencoder from a checkpoint directory in the released layout.
 
     The modules are built on the meta device (no random init), then every tensor is read from
     `ema.safetensors` / `ae.safetensors` and cast to `dtype` on `device` on its own, so no second full
-    copy exists. On a GPU the free memory is checked first. With `offload` the decoder layers stay on
-    the CPU and each visits the GPU only while it runs (slow: every layer crosses the bus at every step).
+    copy exists. `weights` "fp8" or "int8" stores the decoder's Linear weights in 8 bits, each quantized
+    as it is read (weights8.py). On a GPU the free memory is checked first. With `offload` the decoder
+    layers stay on the CPU and each visits the GPU only while it runs (slow: every layer crosses the bus
+    at every step).
     """
     directory, device = Path(directory), torch.device(device)
+    if weights not in WEIGHT_MODES:
+        raise ValueError(f"--weights {weights!r}: choose one of {', '.join(WEIGHT_MODES)}")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     model, autoencoder = build_meta(load_config_dir(directory))
     if device.type == "cuda" and not offload:
-        free, _ = torch.cuda.mem_get_info(device)
-        needed = weight_bytes((model, autoencoder), dtype)
-        if needed > free:
-            raise CheckpointError(
-                f"the weights need {readable_bytes(needed)} in {dtype}, but {device} has {readable_bytes(free)} free; "
-                "use --offload (slow), --dtype bfloat16, or a larger GPU"
-            )
+        check_gpu_memory((model, autoencoder), dtype, weights, device)
+    names = released_names(model)  # before the swap below: the file holds Linear weights, not scales
+    if weights != "bf16":
+        use_8bit_linears(model, weights)
     home = torch.device("cpu") if offload else device
-    load_weights_into(model, directory / "ema.safetensors", released_names(model), dtype, home)
+    load_weights_into(model, directory / "ema.safetensors", names, dtype, home)
     load_weights_into(autoencoder, directory / "ae.safetensors", autoencoder_names(autoencoder), dtype, device)
     if offload:
         offload_layers(model, device)
     return model.eval(), autoencoder.eval()
+
+
+def check_gpu_memory(modules: tuple[nn.Module, ...], dtype: torch.dtype, weights: str, device: torch.device) -> None:
+    """Refuse weights that do not fit the GPU's free memory, before reading any; name the --weights mode that fits."""
+    free, _ = torch.cuda.mem_get_info(device)
+    needs = {mode: weight_bytes(modules, dtype, mode) for mode in WEIGHT_MODES}
+    if needs[weights] <= free:
+        return
+    fitting = [mode for mode in WEIGHT_MODES if needs[mode] <= free]
+    if fitting:
+        hint = f"--weights {fitting[0]} needs {readable_bytes(needs[fitting[0]])} and fits"
+    else:
+        hint = f"even 8-bit weights need {readable_bytes(needs['fp8'])}"
+    narrower = "--dtype bfloat16, " if dtype.itemsize > 2 else ""
+    raise CheckpointError(
+        f"the weights need {readable_bytes(needs[weights])} in {dtype} with --weights {weights}, but {device} has "
+        f"{readable_bytes(free)} free; {hint}; otherwise use --offload (slow), {narrower}or a larger GPU"
+    )
 
 
 def load_autoencoder(directory: str | Path, dtype: torch.dtype = torch.float32, device="cpu") -> AutoEncoder:
@@ -322,78 +354,3 @@ def save_checkpoint(
         save_file(tensors, temporary)
         os.chmod(temporary, 0o644)  # safetensors writes private files; weights are meant to be shared
         os.replace(temporary, directory / file_name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training runs: OUT/step-NNNNNN directories and the OUT/last link
-
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def save_run_checkpoint(
-    out: Path, step: int, model, ema: dict, autoencoder, optimizer, tokenizer, state: dict, keep: int, rank: int
-) -> None:
-    """Write OUT/step-N atomically (a temporary directory, then a rename), then point OUT/last at it.
-
-    The directory is a checkpoint in the released layout (`ema.safetensors` holds the EMA weights, as in
-    the release) plus the raw weights, the optimiser state and `state.json` (with `state`) for resuming.
-    Every process takes part in gathering the state (FSDP keeps a shard per process); process 0 writes.
-    Only the newest `keep` step directories stay.
-    """
-    weights = get_model_state_dict(model, options=FULL)
-    optimizer_state = get_optimizer_state_dict(model, optimizer, options=FULL)
-    ema = _full_tensors(ema)
-    if rank != 0:
-        return
-    with torch.device("meta"):
-        ema_model = Bagel(model.config)
-    ema_model.load_state_dict(ema, assign=True)
-    name, temporary = f"step-{step:06d}", out / f".step-{step:06d}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    save_checkpoint(ema_model, autoencoder, temporary)
-    tokenizer.save(temporary)
-    save_file({k: v.contiguous() for k, v in weights.items()}, temporary / "model.safetensors")
-    flat = {f"{fqn}.{key}": value for fqn, values in optimizer_state["state"].items() for key, value in values.items()}
-    save_file({k: torch.as_tensor(v).contiguous() for k, v in flat.items()}, temporary / "optimizer.safetensors")
-    write_json_atomic(temporary / "state.json", {"step": step, **state})
-    shutil.rmtree(out / name, ignore_errors=True)  # a leftover of a run killed between the rename and the link
-    os.replace(temporary, out / name)
-    link = out / ".last.tmp"
-    link.unlink(missing_ok=True)
-    link.symlink_to(name)
-    os.replace(link, out / "last")  # atomic: `last` always names a complete checkpoint
-    for old in sorted(out.glob("step-*"))[:-keep]:
-        shutil.rmtree(old)
-
-
-def load_run_checkpoint(directory: Path, model, ema: dict, optimizer) -> int:
-    """Restore weights, EMA and optimiser from a run checkpoint (sharded again under FSDP); returns its step."""
-    set_model_state_dict(model, load_file(directory / "model.safetensors"), options=FULL)
-    ema_weights = load_model_weights(directory, model.config)
-    with torch.no_grad():
-        for name, tensor in ema.items():
-            tensor.copy_(_distribute_like(ema_weights[name], tensor))
-    state = {}
-    for key, value in load_file(directory / "optimizer.safetensors").items():
-        fqn, name = key.rsplit(".", 1)
-        state.setdefault(fqn, {})[name] = value
-    groups = get_optimizer_state_dict(model, optimizer)["param_groups"]  # names of every rank's parameters
-    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=FULL)
-    return json.loads((directory / "state.json").read_text())["step"]
-
-
-def _full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Whole tensors on the CPU (FSDP keeps each process's shard only: gathering is a collective)."""
-    return {
-        name: (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().cpu().contiguous()
-        for name, t in tensors.items()
-    }
-
-
-def _distribute_like(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`source` laid out as `target`: sharded like it under FSDP (a DTensor), the whole tensor otherwise."""
-    if hasattr(target, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
-        return distribute_tensor(source.to(target.device), target.device_mesh, target.placements)
-    return source

@@ -77,8 +77,8 @@ def decay(text: str) -> float:
     return value
 
 
-def device(text: str) -> torch.device:
-    """cpu, cuda or cuda:N, and it must exist on this machine."""
+def device(text: str) -> str:
+    """cpu, cuda or cuda:N, and it must exist on this machine (kept as text: run states are saved as json)."""
     try:
         parsed = torch.device(text)
     except RuntimeError:
@@ -89,8 +89,9 @@ def device(text: str) -> torch.device:
         raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU is available here")
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
         raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return parsed
+    return text
 
 
-def default_device(chosen: torch.device | None) -> torch.device:
-    return chosen or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def default_device(chosen: str | None) -> torch.device:
+    """The --device asked for, else cuda if there is one."""
+    return torch.device(chosen or ("cuda" if torch.cuda.is_available() else "cpu"))

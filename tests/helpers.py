@@ -11,6 +11,13 @@ from bagel_mini.config import LLMConfig
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "official_tiny"
 
+# Three packed samples with every kind of split, for comparing attention implementations.
+THREE_SAMPLES = [
+    [(5, "causal"), (9, "full"), (3, "causal"), (8, "noise"), (2, "causal")],
+    [(4, "causal"), (7, "noise"), (7, "full"), (1, "causal")],
+    [(6, "full"), (5, "causal")],
+]
+
 
 def tiny_llm_config(arch: str = "mot") -> LLMConfig:
     from bagel_mini.config import ARCHITECTURES

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import assert_names
+from helpers import THREE_SAMPLES, assert_names
 
 from bagel_mini.attention import (
     MODES,
@@ -23,11 +23,7 @@ def test_packed_samples_never_see_each_other():
 
 
 def test_flex_attention_matches_dense_attention():
-    samples = [
-        [(5, "causal"), (9, "full"), (3, "causal"), (8, "noise"), (2, "causal")],
-        [(4, "causal"), (7, "noise"), (7, "full"), (1, "causal")],
-        [(6, "full"), (5, "causal")],
-    ]
+    samples = THREE_SAMPLES
     length = sum(size for splits in samples for size, _ in splits)
     generator = torch.Generator().manual_seed(0)
     q = torch.randn(length, 4, 16, generator=generator)

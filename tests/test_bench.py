@@ -1,6 +1,10 @@
 import json
 
+import pytest
+
 from bagel_mini.bench import main
+from bagel_mini.checkpoint import build_meta
+from bagel_mini.config import preset
 
 
 def test_step_benchmark_runs_and_ends_with_its_json_line(capsys):
@@ -15,3 +19,28 @@ def test_sample_benchmark_runs_and_ends_with_its_json_line(capsys):
     main(["sample", "--steps", "2", "--context", "20"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"cached_speedup", "s_per_step"} and all(value > 0 for value in result.values())
+
+
+def decoder_projection_counts(config) -> tuple[int, int]:
+    """Values and output rows of the decoder layers' projections (q/k/v/o, gate/up/down; both MoT experts)."""
+    llm = config.llm
+    h, kv, i = llm.hidden_size, llm.num_key_value_heads * llm.head_dim, llm.intermediate_size
+    values = 2 * h * h + 2 * h * kv + 3 * h * i  # q and o, k and v, gate, up and down
+    rows = h + 2 * kv + h + 2 * i + h
+    return 2 * llm.num_hidden_layers * values, 2 * llm.num_hidden_layers * rows
+
+
+def test_weights_benchmark_runs_and_reports_the_bytes_of_8_bit_decoder_weights(capsys):
+    main(["weights", "--preset", "toy", "--questions", "2", "--prompts", "1", "--steps", "3"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"bytes_over_bf16", "load_peak_over_bytes", "top1_agreement", "pixel_cosine"} <= set(result)
+    toy, big = preset("toy"), preset("bagel-7b-mot")
+    model_values = sum(t.numel() for t in build_meta(toy)[0].state_dict().values())
+    values, rows = decoder_projection_counts(toy)  # a byte a value and a float32 scale a row, the rest in bf16
+    expected = (2 * (model_values - values) + values + 4 * rows) / (2 * model_values)
+    assert result["bytes_over_bf16"] == pytest.approx(expected, abs=5e-5)  # the JSON rounds to 4 places
+    all_values = sum(t.numel() for m in build_meta(big) for t in m.state_dict().values())
+    values, rows = decoder_projection_counts(big)
+    assert result["bagel_7b_gb"] == pytest.approx((2 * (all_values - values) + values + 4 * rows) / 1e9, abs=5e-5)
+    assert 0 <= result["top1_agreement"] <= 1 and result["load_peak_over_bytes"] > 0
+    assert -1 <= result["pixel_cosine"] <= 1 and -1 <= result["latent_cosine"] < 1  # < 1: the two models differ

@@ -16,7 +16,7 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
 import train  # noqa: E402
-from bagel_mini import DEFAULT_MODEL, checkpoint, evaluate  # noqa: E402
+from bagel_mini import DEFAULT_MODEL, evaluate, runs  # noqa: E402
 
 
 def refused(main, argv: list[str], capsys) -> str:
@@ -170,13 +170,13 @@ def test_a_bad_data_line_is_named_by_file_and_line(line, facts, tmp_path, capsys
 def test_resuming_a_run_already_past_max_steps_says_so(tmp_path, capsys):
     data = write_lines(tmp_path / "data.jsonl", [GOOD])
     run = ["--data", str(data), "--out", str(tmp_path / "run"), "--tokens", "64", "--checkpoint-every", "2"]
-    train.main([*run, "--max-steps", "2"])
+    train.main([*run, "--max-steps", "2", "--device", "cpu"])  # (a --device is saved with the run's state)
     names(refused(train.main, [*run, "--max-steps", "1", "--resume"], capsys), "--max-steps 1", "step 2")
 
 
 def test_two_runs_never_share_an_out_and_a_killed_run_leaves_no_lock(tmp_path, capsys):
     out = tmp_path / "run"
-    held = checkpoint.claim_run_directory(out)  # as a run in progress holds it
+    held = runs.claim_run_directory(out)  # as a run in progress holds it
     names(refused(train.main, ["--out", str(out), "--max-steps", "1"], capsys), "--out", str(out), "another")
     names(refused(train.main, ["--stage", "vae", "--out", str(out), "--max-steps", "1"], capsys), "another")
     held.close()
@@ -184,7 +184,7 @@ def test_two_runs_never_share_an_out_and_a_killed_run_leaves_no_lock(tmp_path, c
         [
             sys.executable,
             "-c",
-            f"from bagel_mini import checkpoint; import time; x = checkpoint.claim_run_directory("
+            f"from bagel_mini import runs; import time; x = runs.claim_run_directory("
             f"__import__('pathlib').Path({str(out)!r})); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -194,4 +194,4 @@ def test_two_runs_never_share_an_out_and_a_killed_run_leaves_no_lock(tmp_path, c
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     holder.stdout.close()
-    checkpoint.claim_run_directory(out).close()  # the killed run's lock went with it
+    runs.claim_run_directory(out).close()  # the killed run's lock went with it

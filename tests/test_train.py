@@ -101,12 +101,12 @@ def test_resuming_gives_bit_identical_weights(data, tmp_path, capsys):
 def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly(data, tmp_path):
     # Kill the process (SIGKILL) after the third of the four weight files of the step-6 checkpoint is written.
     killer = (
-        "import os, signal, sys; sys.path.insert(0, {root!r}); import train; from bagel_mini import checkpoint\n"
+        "import os, signal, sys; sys.path.insert(0, {root!r}); import train; from bagel_mini import checkpoint, runs\n"
         "original, calls = checkpoint.save_file, []\n"
         "def save_then_die(*args, **kwargs):\n"
         "    original(*args, **kwargs); calls.append(1)\n"
         "    if len(calls) == 4 + 3: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "checkpoint.save_file = save_then_die\n"
+        "checkpoint.save_file = runs.save_file = save_then_die\n"
         "train.main({args!r})\n"
     ).format(root=str(ROOT), args=run_args(data, tmp_path / "A", 6))
     killed = subprocess.run([sys.executable, "-c", killer], capture_output=True)
@@ -177,9 +177,9 @@ def test_bad_runs_are_refused_with_one_line(data, tmp_path, capsys):
     assert "--tokens 8" in message and "sample 0" in message
 
 
-@pytest.mark.parametrize("flag", [["--ema", "0.9"], ["--ce-weight", "1"], ["--dropout", "0", "0", "0"], ["--keep=3"]])
+@pytest.mark.parametrize("flag", [["--ema", "0.9"], ["--ce-weight", "1"], ["--dropout", "0", "0", "0"], ["--eval-n=3"]])
 def test_flags_of_the_bagel_stages_are_refused_for_the_autoencoder(tmp_path, capsys, flag):
-    message = refusal(["--stage", "vae", "--out", str(tmp_path / "ae"), *flag], capsys)
+    message = refusal(["--stage", "vae", "--out", str(tmp_path / "ae"), "--max-steps", "1", *flag], capsys)
     assert flag[0].split("=")[0] in message and "vae" in message
     assert not (tmp_path / "ae").exists()
 
@@ -246,12 +246,12 @@ def test_an_autoencoder_run_killed_while_writing_a_checkpoint_resumes_exactly(da
     steps = ["--max-steps", "4", "--checkpoint-every", "2", "--warmup", "2"]
     # Kill the process (SIGKILL) after the first of the two files of the step-4 checkpoint is written.
     killer = (
-        "import os, signal, sys; sys.path.insert(0, {root!r}); import train; from bagel_mini import checkpoint\n"
-        "original, calls = checkpoint.save_file, []\n"
+        "import os, signal, sys; sys.path.insert(0, {root!r}); import train; from bagel_mini import runs\n"
+        "original, calls = runs.save_file, []\n"
         "def save_then_die(*args, **kwargs):\n"
         "    original(*args, **kwargs); calls.append(1)\n"
         "    if len(calls) == 2 + 1: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "checkpoint.save_file = save_then_die\n"
+        "runs.save_file = save_then_die\n"
         "train.main({args!r})\n"
     ).format(root=str(ROOT), args=stage("A", *steps))
     assert subprocess.run([sys.executable, "-c", killer], capture_output=True).returncode == -9

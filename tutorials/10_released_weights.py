@@ -155,9 +155,11 @@ fig.savefig(FIGURES / "10_memory_plan.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# So a 24 GB GPU cannot hold it; `sample.py --offload` keeps the decoder layers in CPU memory and moves
-# each to the GPU only while it runs (slow, but it fits), and the GPU memory check in `load_checkpoint`
-# says so before anything is read. On a CPU the weights would need twice that in float32.
+# So a 24 GB GPU cannot hold it in bfloat16. `sample.py --weights fp8` stores the decoder layers' Linear
+# weights in 8 bits (`bagel_mini/weights8.py`): 16.3 GB in all, which fits. `--offload` keeps the decoder
+# layers in CPU memory and moves each to the GPU only while it runs (slow, but it fits smaller GPUs), and
+# the GPU memory check in `load_checkpoint` names the mode that fits before anything is read. On a CPU
+# the weights would need twice their bfloat16 size in float32.
 #
 # ## Loading: meta device, memory map, one tensor at a time
 #
