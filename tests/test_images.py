@@ -140,13 +140,15 @@ def test_text_file_named_png_is_rejected_naming_it(tmp_path):
 def test_empty_file_is_rejected_naming_it(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.jpg"):
+    with pytest.raises(ValueError) as error:
         load_image(path)
+    assert_names(error, "empty.jpg")
 
 
 def test_missing_file_is_reported_by_name(tmp_path):
-    with pytest.raises(FileNotFoundError, match="absent.png"):
+    with pytest.raises(FileNotFoundError) as error:
         load_image(tmp_path / "absent.png")
+    assert_names(error, "absent.png")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import random
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, assert_names
 
 from bagel_mini.attention import dense_mask
 from bagel_mini.cfg import NO_DROPOUT, ConditionDropout
@@ -120,15 +120,26 @@ def test_text_only_and_generation_only_batches_work():
 
 
 def test_bad_samples_are_named():
-    with pytest.raises(ValueError, match="sample 1 is empty"):
+    with pytest.raises(ValueError) as error:
         pack([[Text([5])], []], CONFIG, random.Random(0))
-    with pytest.raises(ValueError, match="nothing to pack"):
+    assert_names(error, "sample 1", "empty")
+    with pytest.raises(ValueError) as error:
         pack([], CONFIG, random.Random(0))
-    with pytest.raises(ValueError, match=r"sample 0, item 1: image of 30x16 pixels is not a whole number of 16x16"):
+    assert_names(error, "nothing to pack")
+    with pytest.raises(ValueError) as error:
         pack([[Text([5]), VaeImage(pixels(30, 16))]], CONFIG, random.Random(0))
+    assert_names(error, "sample 0, item 1", "30x16", "16x16")  # where, the size, the cell it must divide into
     big = [[Text([5])], [VaeImage(pixels(256, 256))]]
-    with pytest.raises(ValueError, match="sample 1 needs 258 tokens, more than the token budget of 100"):
+    with pytest.raises(ValueError) as error:
         list(pack_by_budget(big, CONFIG, max_tokens=100, rng=random.Random(0)))
+    assert_names(error, "sample 1", "258", "100")  # the sample, what it needs, the budget
+
+
+def test_an_empty_sample_in_an_endless_stream_stops_packing_instead_of_hanging():
+    endless = iter(lambda: [], None)  # every sample empty: it would never fill a batch
+    with pytest.raises(ValueError) as error:
+        next(pack_by_budget(endless, CONFIG, max_tokens=100, rng=random.Random(0)))
+    assert_names(error, "sample 0", "empty")
 
 
 def test_packing_by_budget_fills_each_sequence_without_exceeding_it():
