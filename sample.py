@@ -94,14 +94,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def parse_size(text: str, stride: int) -> tuple[int, int]:
+def parse_size(text: str, stride: int, largest: int) -> tuple[int, int]:
+    """--size as (height, width): multiples of one latent token, within the model's latent position table."""
     parts = text.lower().split("x")
     try:
         size = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else None
     except ValueError:
         size = None
-    if size is None or min(size) <= 0 or size[0] % stride or size[1] % stride:
-        raise ValueError(f"--size {text!r}: give N or HEIGHTxWIDTH with positive multiples of {stride}")
+    if size is None or min(size) <= 0 or size[0] % stride or size[1] % stride or max(size) > largest:
+        raise ValueError(
+            f"--size {text!r}: give N or HEIGHTxWIDTH with positive multiples of {stride}, at most {largest}"
+        )
     return size
 
 
@@ -122,7 +125,7 @@ def output_path(requested: str | None, overwrite: bool) -> Path:
             raise ValueError(f"--out {requested}: cannot write to {path.parent} (missing, or no permission)")
         return path
     path, number = Path("sample.png"), 0
-    while path.exists():
+    while path.exists() or path.with_name(f"{path.stem}-edit.png").exists():  # the demo writes both
         number += 1
         path = Path(f"sample-{number}.png")
     return path
@@ -145,7 +148,8 @@ def run(args: argparse.Namespace) -> None:
     # Everything that can be wrong is checked before the weights load: configs, tokenizer, size, image, --out.
     config = load_config_dir(directory)
     tokenizer = BagelTokenizer.from_dir(directory)
-    size = parse_size(args.size or str(min(1024, vae_resize(config)[0])), config.pixels_per_latent_token)
+    largest = vae_resize(config)[0]
+    size = parse_size(args.size or str(min(1024, largest)), config.pixels_per_latent_token, largest)
     if text is not None and len(tokenizer.encode(text)) + args.max_tokens > config.llm.max_position_embeddings:
         raise ValueError(
             f"the prompt ({len(tokenizer.encode(text))} tokens) plus --max-tokens {args.max_tokens} "

@@ -18,6 +18,7 @@ reads, plus what resuming needs (bagel_mini/checkpoint.py).
 """
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -143,6 +144,22 @@ def make_optimizer(parameters: list[nn.Parameter], args) -> torch.optim.Optimize
     return torch.optim.AdamW(parameters, lr=args.lr, betas=(0.9, 0.95), eps=1e-15, weight_decay=0.0)
 
 
+# The flags that fix what a run draws and trains: a resumed run must keep them, or it is not the same run.
+RUN_FLAGS = ("stage", "preset", "arch", "seed", "data", "image_size", "tokens", "accum", "dropout", "decoder_only")
+
+
+def check_same_run(args) -> None:
+    saved = json.loads((Path(args.out) / "last" / "state.json").read_text())["args"]
+    now = json.loads(json.dumps(vars(args)))  # as saved: tuples become lists
+    changed = [
+        f"--{name.replace('_', '-')} {saved.get(name)} -> {now[name]}"
+        for name in RUN_FLAGS
+        if saved.get(name) != now[name]
+    ]
+    if changed:
+        raise ValueError(f"--resume: {'; '.join(changed)}: a resumed run keeps the flags it was started with")
+
+
 def autoencoder_dir(args) -> Path:
     """--autoencoder, or for the toy preset the embedded autoencoder."""
     if args.autoencoder:
@@ -245,14 +262,16 @@ def train(args) -> None:
 def train_autoencoder(args) -> None:
     """The FLUX autoencoder architecture at the preset's width, trained on the data's images (vae.py's losses).
 
-    Checkpoints and resumes as the Bagel stages do. At the end the latent statistics give `shift_factor`
-    and `scale_factor`, so that scaled latents have zero mean and unit variance, as BAGEL's flow expects,
-    and OUT itself becomes a directory `--autoencoder` reads. With --autoencoder it starts from that
-    autoencoder; with --decoder-only the encoder, and so the latent space, stays as it was: a Bagel
-    already trained on it gets sharper images without retraining.
+    Checkpoints and resumes as the Bagel stages do. At each checkpoint the latent statistics give
+    `shift_factor` and `scale_factor` (scaled latents of zero mean and unit variance, as BAGEL's flow
+    expects), and at the end OUT itself becomes a directory `--autoencoder` reads. With --autoencoder it
+    starts from that autoencoder; with --decoder-only the encoder, and so the latent space and its
+    statistics, stay as they were: a Bagel already trained on it gets sharper images without retraining.
     """
     out, resume_dir = Path(args.out), Path(args.out) / "last"
-    _, _, device = setup_distributed(args)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ValueError("--stage vae runs in one process: start it without torchrun")
+    device = flags.default_device(args.device)
     torch.manual_seed(args.seed)
     config = preset(args.preset)
     start_from = resume_dir if args.resume else args.autoencoder
@@ -262,34 +281,27 @@ def train_autoencoder(args) -> None:
     else:
         autoencoder = AutoEncoder(config.vae).to(device)
     autoencoder.encoder.requires_grad_(not args.decoder_only)
-    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
+    data = open_data(args.data, args.image_size, None, vae_resize(config))
     trainable = [p for p in autoencoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = make_optimizer(trainable, args)
     start = runs.load_autoencoder_checkpoint(resume_dir, autoencoder, optimizer) if args.resume else 0
     progress = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, desc="autoencoder")
     for step in progress:
         set_learning_rate(optimizer, args, step)
         rng = random.Random(generator_seed(args.seed, step, 0))
-        images = autoencoder_batch(data, rng, count=16)
-        factor, channels = config.vae.downsample, config.vae.z_channels
-        generator = torch.Generator().manual_seed(rng.randrange(2**63))
-        noise = torch.randn(len(images), channels, *(side // factor for side in images.shape[2:]), generator=generator)
-        mse, kl = autoencoder.training_losses(images.to(device), noise.to(device))
+        images = autoencoder_batch(data, rng, count=16).to(device)
+        mse, kl = autoencoder.training_losses(images, torch.Generator().manual_seed(rng.randrange(2**63)))
         (mse + 1e-4 * kl).backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         progress.set_postfix(mse=f"{mse.item():.5f}", kl=f"{kl.item():.3f}")
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
+            if not args.decoder_only:  # a new latent space: measure its statistics (a kept encoder keeps its own)
+                held_out = [autoencoder_batch(data, random.Random(-i), count=16) for i in range(4)]
+                autoencoder.measure_latent_statistics(torch.cat(held_out).to(device))
             state = {"args": vars(args)}
             runs.save_autoencoder_checkpoint(out, step + 1, autoencoder, config, optimizer, state, args.keep)
-    if not args.decoder_only:  # a new latent space: measure its statistics (a kept encoder keeps its own)
-        with torch.no_grad():
-            images = torch.cat([autoencoder_batch(data, random.Random(-i), count=16) for i in range(4)])
-            mean, _ = autoencoder.encoder(images.to(device)).chunk(2, dim=1)
-        autoencoder.config.shift_factor = mean.mean().item()
-        autoencoder.config.scale_factor = 1.0 / (mean - mean.mean()).std().item()
-    config.vae = autoencoder.config
     temporary = out / ".ae.safetensors.tmp"
     save_file({k: v.detach().cpu().contiguous() for k, v in autoencoder.state_dict().items()}, temporary)
     save_config_dir(config, out, overwrite=True)
@@ -373,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         with runs.start_run(Path(args.out), args.resume, args.max_steps):
+            if args.resume:
+                check_same_run(args)
             train_autoencoder(args) if args.stage == "vae" else train(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConfigError) as error:
         sys.exit(f"error: {error}")

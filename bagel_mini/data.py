@@ -125,13 +125,16 @@ def check_sample(line: str, where: str, folder: Path) -> list[dict]:
     return sample["items"]
 
 
-def open_data(name: str, image_size: int, vit_sizes: tuple, vae_sizes: tuple) -> ShapesData | JsonlData:
+def open_data(name: str, image_size: int, vit_sizes: tuple | None, vae_sizes: tuple) -> ShapesData | JsonlData:
     """`--data`: 'shapes' or the path of a .jsonl file. Give it a tokenizer (`.tokenizer = ...`) to draw samples.
 
-    vit_sizes, vae_sizes: (max_size, min_size, stride) of the model's encoders (images.vit_resize / vae_resize).
+    vit_sizes, vae_sizes: (max_size, min_size, stride) of the model's encoders (images.vit_resize / vae_resize);
+    vit_sizes None for the autoencoder alone, which then needs a file with "vae" images.
     """
     if name == "shapes":
-        stride, largest = math.lcm(vit_sizes[2], vae_sizes[2]), min(vit_sizes[0], vae_sizes[0])
+        # Without a ViT (the autoencoder stage) only the latent token counts.
+        stride = vae_sizes[2] if vit_sizes is None else math.lcm(vit_sizes[2], vae_sizes[2])
+        largest = vae_sizes[0] if vit_sizes is None else min(vit_sizes[0], vae_sizes[0])
         if image_size % stride or image_size > largest:
             raise ValueError(
                 f"--image-size {image_size}: Shapes World images must be a multiple of {stride} pixels (ViT patch "
@@ -141,7 +144,10 @@ def open_data(name: str, image_size: int, vit_sizes: tuple, vae_sizes: tuple) ->
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"--data {path}: no such file")
-    return JsonlData(path, vit_sizes, vae_sizes)
+    data = JsonlData(path, vit_sizes, vae_sizes)
+    if vit_sizes is None and not any(item.get("as") == "vae" for items in data.samples for item in items):
+        raise ValueError(f'--data {path}: no "vae" image to train the autoencoder on')
+    return data
 
 
 def micro_batch(
@@ -161,10 +167,12 @@ def micro_batch(
 
 
 def autoencoder_batch(data: ShapesData | JsonlData, rng: random.Random, count: int) -> Tensor:
-    """`count` images of one size (the size of the first drawn), (count, 3, H, W)."""
-    images = []
-    while len(images) < count:
+    """`count` images of one size, (count, 3, H, W): the first size that `count` drawn images share."""
+    by_size: dict[tuple, list[Tensor]] = {}
+    for _ in range(100 * count):  # samples drawn; a file whose images all differ in size never fills a batch
         for image in data.images(rng):
-            if not images or image.shape == images[0].shape:
-                images.append(image)
-    return torch.stack(images[:count])
+            same = by_size.setdefault(tuple(image.shape), [])
+            same.append(image)
+            if len(same) == count:
+                return torch.stack(same)
+    raise ValueError(f"--data: {100 * count} samples gave no {count} images of one size to train the autoencoder on")

@@ -215,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=flags.at_least(1), default=32, help="longest answer a model may write")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.write_prompts and (args.checkpoint or args.images or args.blind):
+    if args.write_prompts and (args.checkpoint or args.images or args.blind or args.autoencoder):
         parser.error("--write-prompts goes alone or with --oracle")
     if args.write_prompts and Path(args.write_prompts).exists() and not Path(args.write_prompts).is_dir():
         parser.error(f"--write-prompts {args.write_prompts}: a file; give a directory to write the prompts into")

@@ -15,7 +15,8 @@ class HelpFormatter(argparse.RawTextHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if action.option_strings and shown:
             text += " (default: %(default)s)"
         return text
 

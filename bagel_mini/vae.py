@@ -222,14 +222,15 @@ class AutoEncoder(nn.Module):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, the posterior has {tuple(mean.shape)}")
         return mean + torch.exp(0.5 * logvar) * noise
 
-    def training_losses(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def training_losses(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Pixel MSE of the reconstruction of a posterior sample, and the KL of the posterior to N(0, 1).
 
         The FLUX autoencoder also used perceptual and adversarial losses; for flat synthetic shapes these
-        two are enough. Scale and shift play no part: they are measured after training. `noise` is the
-        posterior's standard-normal draw (B, z_channels, H/8, W/8), drawn here if not given.
+        two are enough. Scale and shift play no part: they are measured after training. The posterior's
+        noise comes from `generator` (a CPU generator), so a seeded run resumes exactly.
         """
         mean, logvar = self.encoder(x).chunk(2, dim=1)
+        noise = torch.randn(mean.shape, generator=generator).to(mean.device)
         reconstruction = self.decoder(self.sample_posterior(mean, logvar, noise))
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         return F.mse_loss(reconstruction, x), kl
@@ -242,6 +243,14 @@ class AutoEncoder(nn.Module):
     def decode(self, latent: Tensor) -> Tensor:
         """Scaled latent (B, z_channels, h, w), as `encode` returns it -> pixels (B, 3, 8h, 8w), unclamped."""
         return self.decoder(latent / self.config.scale_factor + self.config.shift_factor)
+
+    @torch.no_grad()
+    def measure_latent_statistics(self, x: Tensor) -> None:
+        """Set shift_factor and scale_factor so that the scaled posterior means of images `x` have zero mean
+        and unit variance, as BAGEL's flow expects of latents."""
+        mean, _ = self.encoder(x).chunk(2, dim=1)
+        self.config.shift_factor = mean.mean().item()
+        self.config.scale_factor = 1.0 / (mean - mean.mean()).std().item()
 
     def scale(self, z: Tensor) -> Tensor:
         return self.config.scale_factor * (z - self.config.shift_factor)

@@ -42,5 +42,7 @@ def test_weights_benchmark_runs_and_reports_the_bytes_of_8_bit_decoder_weights(c
     all_values = sum(t.numel() for m in build_meta(big) for t in m.state_dict().values())
     values, rows = decoder_projection_counts(big)
     assert result["bagel_7b_gb"] == pytest.approx((2 * (all_values - values) + values + 4 * rows) / 1e9, abs=5e-5)
-    assert 0 <= result["top1_agreement"] <= 1 and result["load_peak_over_bytes"] > 0
-    assert -1 <= result["pixel_cosine"] <= 1 and -1 <= result["latent_cosine"] < 1  # < 1: the two models differ
+    # Two questions and one prompt per category, 3 time points: far from the full benchmark, yet 8 bits must keep
+    # nearly every choice and image (full runs: 0.99 and 0.9998); a broken scale or layer would not.
+    assert result["top1_agreement"] >= 0.9 and 0.99 <= result["pixel_cosine"] <= 1
+    assert 0.9 <= result["latent_cosine"] < 1 and result["load_peak_over_bytes"] > 0  # < 1: the two models differ

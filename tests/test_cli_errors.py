@@ -70,6 +70,10 @@ def test_sample_rejects_bad_settings_naming_the_flag(flag, facts, capsys, no_loa
     names(refused(sample.main, [*TINY_ARGS, *flag], capsys), *facts)
 
 
+def test_sample_checks_the_size_against_the_models_table_before_any_work(capsys, no_loading):
+    names(refused(sample.main, [*TINY_ARGS, "--size", "4096"], capsys), "--size", "4096", "16")
+
+
 def test_sample_checks_out_before_any_work(tmp_path, capsys, no_loading):
     names(refused(sample.main, [*TINY_ARGS, "--out", f"{tmp_path}/"], capsys), "--out", "directory", "sample.png")
     names(refused(sample.main, [*TINY_ARGS, "--out", str(tmp_path / "x.txt")], capsys), "--out", "x.txt", "image")
@@ -94,7 +98,8 @@ def test_a_corrupt_tokenizer_is_named(tmp_path, capsys, no_loading):
 
 
 def test_help_shows_the_defaults(capsys):
-    for main, defaults in ((sample.main, ["50", "4.0", "3.0", "1000"]), (train.main, ["2000", "0.001", "0.999"])):
+    shown = (sample.main, ["50", "4.0", "3.0", "1000", "0"]), (train.main, ["2000", "0.001", "0.999", "0"])  # 0: --seed
+    for main, defaults in shown:
         with pytest.raises(SystemExit):
             main(["--help"])
         shown = capsys.readouterr().out
@@ -172,6 +177,22 @@ def test_resuming_a_run_already_past_max_steps_says_so(tmp_path, capsys):
     run = ["--data", str(data), "--out", str(tmp_path / "run"), "--tokens", "64", "--checkpoint-every", "2"]
     train.main([*run, "--max-steps", "2", "--device", "cpu"])  # (a --device is saved with the run's state)
     names(refused(train.main, [*run, "--max-steps", "1", "--resume"], capsys), "--max-steps 1", "step 2")
+
+
+def test_resuming_with_other_flags_than_the_run_was_started_with_is_refused(tmp_path, capsys):
+    data = write_lines(tmp_path / "data.jsonl", [GOOD])
+    run = ["--data", str(data), "--out", str(tmp_path / "run"), "--tokens", "64", "--checkpoint-every", "1"]
+    train.main([*run, "--max-steps", "1"])
+    message = refused(train.main, [*run, "--max-steps", "2", "--resume", "--seed", "1"], capsys)
+    names(message, "--resume", "--seed 0 -> 1")
+
+
+def test_the_autoencoder_stage_needs_vae_images_and_one_process(tmp_path, capsys, monkeypatch):
+    data = write_lines(tmp_path / "data.jsonl", [GOOD])  # text only
+    stage = ["--stage", "vae", "--data", str(data), "--max-steps", "1"]
+    names(refused(train.main, [*stage, "--out", str(tmp_path / "a")], capsys), str(data), '"vae"')
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    names(refused(train.main, ["--stage", "vae", "--out", str(tmp_path / "b")], capsys), "--stage vae", "torchrun")
 
 
 def test_two_runs_never_share_an_out_and_a_killed_run_leaves_no_lock(tmp_path, capsys):

@@ -53,8 +53,8 @@ def test_released_layout_has_exact_keys_shapes_and_parameter_count():
 @pytest.mark.parametrize(
     "shape, allowed",
     [
-        ((1, 3, 60, 48), "8"),  # height not a multiple of 8
-        ((1, 3, 64, 50), "8"),
+        ((1, 3, 60, 48), "multiples of 8"),  # height not a multiple of 8
+        ((1, 3, 64, 50), "multiples of 8"),
         ((3, 64, 48), "(batch, 3, height, width)"),  # no batch dimension
         ((1, 4, 64, 48), "(batch, 3, height, width)"),  # RGBA
     ],

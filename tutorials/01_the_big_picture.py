@@ -61,7 +61,7 @@ print("special tokens:", tokenizer.special_ids)
 # %% [markdown]
 # ## One task, as items
 #
-# Shapes World (`shapes_world.py`) draws scenes of coloured shapes and turns each into one of BAGEL's
+# Shapes World (`bagel_mini/shapes_world/`) draws scenes of coloured shapes and turns each into one of BAGEL's
 # task types. Here: an edit, a source image, an instruction and the image it should produce.
 
 # %%

@@ -195,7 +195,8 @@ fig
 #
 # ## Train further
 #
-# To train further, continue the same run exactly where it stopped (the model, optimiser, EMA, data
-# position and random state are all restored): `python train.py --out OUT --resume --max-steps 3000`.
+# To train further, continue the same run exactly where it stopped (the model, optimiser and EMA are
+# restored, and every random draw of a step is seeded by the step, so the data goes on as it would
+# have): `python train.py --out OUT --resume --max-steps 3000`.
 # For the toy preset `train.py` draws through the embedded model's autoencoder when `--autoencoder` is
 # not given, as this run did.
