@@ -35,21 +35,24 @@ from bagel_mini.model import Bagel
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def start_run(out: Path, resume: bool, max_steps: int):
-    """Claim OUT for this run (process 0 holds OUT/.lock) and check --resume
-    against it. Returns the lock as a context manager, to hold for the run's lifetime.
+def start_run(out: Path, resume: bool, max_steps: int) -> contextlib.ExitStack:
+    """Claim OUT for this run (process 0 holds OUT/.lock) and check --resume against it.
+
+    Returns a context manager that holds the lock for the run's lifetime; a failed check releases it at once.
     """
-    lock = claim_run_directory(out) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext()
-    last = out / "last"
-    if resume and not last.exists():
-        raise FileNotFoundError(f"{last}: nothing to resume (no complete checkpoint yet)")
-    if not resume and (last.exists() or (out / "ae.safetensors").exists()):
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume:
-        step = json.loads((last / "state.json").read_text())["step"]
-        if step >= max_steps:
-            raise ValueError(f"--max-steps {max_steps}: {last} is already at step {step}; ask for more steps")
-    return lock
+    with contextlib.ExitStack() as stack:
+        if int(os.environ.get("RANK", 0)) == 0:
+            stack.enter_context(claim_run_directory(out))
+        last = out / "last"
+        if resume and not last.exists():
+            raise FileNotFoundError(f"{last}: nothing to resume (no complete checkpoint yet)")
+        if not resume and (last.exists() or (out / "ae.safetensors").exists()):
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        if resume:
+            step = json.loads((last / "state.json").read_text())["step"]
+            if step >= max_steps:
+                raise ValueError(f"--max-steps {max_steps}: {last} is already at step {step}; ask for more steps")
+        return stack.pop_all()
 
 
 def claim_run_directory(out: Path):
