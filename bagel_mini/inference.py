@@ -246,13 +246,15 @@ class Inferencer:
         joint_cache = KVCache.concatenate([branch.cache for branch in branches])
         block_length = h * w + 2
         mask = branches_mask([branch.length for branch in branches], [block_length] * len(branches), self.device)
+        # The noised image's block in each branch: its positions and experts do not change between steps.
+        layouts = [self._image_layout(h * w, True, branch.position) for branch in branches]
+        positions, is_gen = (torch.cat([layout[part] for layout in layouts]) for part in (0, 1))
 
         schedule = sampling_schedule(settings.num_timesteps, settings.timestep_shift).tolist()
         records = []
         for t, t_next in tqdm(list(zip(schedule[:-1], schedule[1:])), desc="denoising", disable=not progress):
             tokens = self.model.embed_vae(x, torch.full((h * w,), t, device=self.device), position_ids)
-            blocks = [self._image_block(tokens, True, branch.position) for branch in branches]  # one per branch
-            rows, positions, is_gen = (torch.cat([block[part] for block in blocks]) for part in range(3))
+            rows = self._image_block(tokens, True, context.position)[0].repeat(len(branches), 1)  # same in each
             hidden = self.model.llm.query(rows, positions, is_gen, joint_cache, mask)
             velocities = self.model.llm2vae(hidden.unflatten(0, (len(branches), block_length))[:, 1:-1])
             v = velocities[0]
@@ -356,11 +358,15 @@ class Inferencer:
 
     def _image_block(self, tokens: Tensor, is_vae: bool, position: int) -> tuple[Tensor, Tensor, Tensor, int]:
         """An image block at `position` (navit.image_block): its input rows [start_of_image, tokens...,
-        end_of_image], their RoPE positions, which rows the generation expert runs (the image's own VAE
-        tokens; the markers are text), and the next block's position."""
-        block = image_block(len(tokens), self.special["start_of_image"], self.special["end_of_image"], position)
-        markers = self._embed_ids([block.ids[0], block.ids[-1]])
+        end_of_image], then `_image_layout`'s positions, experts and next position."""
+        markers = self._embed_ids([self.special["start_of_image"], self.special["end_of_image"]])
         rows = torch.cat([markers[:1], tokens.to(markers.dtype), markers[1:]])
-        is_gen = self._gen_mask(len(rows))
+        return rows, *self._image_layout(len(tokens), is_vae, position)
+
+    def _image_layout(self, count: int, is_vae: bool, position: int) -> tuple[Tensor, Tensor, int]:
+        """The RoPE positions of an image block of `count` tokens, which rows the generation expert runs (the
+        image's own VAE tokens; the markers are text), and the next block's position."""
+        block = image_block(count, self.special["start_of_image"], self.special["end_of_image"], position)
+        is_gen = self._gen_mask(len(block.ids))
         is_gen[1:-1] = is_vae
-        return rows, torch.tensor(block.positions, device=self.device), is_gen, block.next_position
+        return torch.tensor(block.positions, device=self.device), is_gen, block.next_position
