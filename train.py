@@ -34,7 +34,7 @@ from tqdm import tqdm
 from bagel_mini import DEFAULT_MODEL, checkpoint, flags, runs
 from bagel_mini.cfg import ConditionDropout
 from bagel_mini.config import PRESETS, ConfigError, load_config_dir, preset, save_config_dir
-from bagel_mini.data import autoencoder_batch, generator_seed, micro_batch, open_data
+from bagel_mini.data import PreparedBatches, autoencoder_batch, generator_seed, open_data
 from bagel_mini.images import vae_resize, vit_resize
 from bagel_mini.model import Bagel
 from bagel_mini.navit import PackConfig
@@ -43,7 +43,7 @@ from bagel_mini.vae import AutoEncoder
 
 STAGES = ("align", "pretrain", "continue", "sft", "vae")
 BAGEL_ONLY = ("--arch", "--init", "--tokens", "--accum", "--ema", "--ce-weight", "--mse-weight", "--timestep-shift")
-BAGEL_ONLY += ("--dropout", "--eval-every", "--eval-n", "--fsdp", "--compile")
+BAGEL_ONLY += ("--dropout", "--eval-every", "--eval-n", "--fsdp", "--compile", "--workers")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,6 +96,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", type=flags.at_least(1), default=2, help="complete checkpoints to keep")
     parser.add_argument("--seed", type=int, default=0, help="seeds every random draw")
     parser.add_argument("--device", type=flags.device, help="default: cuda if available")
+    parser.add_argument(
+        "--workers",
+        type=flags.at_least(0),
+        help="data workers that pack and encode the next micro-batches (default: 1 on a CPU, 0 on a GPU)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (under torchrun)")
     args = parser.parse_args(argv)
@@ -208,21 +213,27 @@ def train(args) -> None:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         runs.keep_log_rows(log_path, start)
-    progress = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, disable=rank != 0)
+    workers = (1 if device.type == "cpu" else 0) if args.workers is None else args.workers
+    if workers and device.type == "cpu":  # the worker's core is taken: leave it its own
+        torch.set_num_threads(max(1, torch.get_num_threads() - workers))
+    micro_indexes = range(rank * args.accum, (rank + 1) * args.accum)
+    steps = range(start, args.max_steps)
+    prepared = PreparedBatches(
+        data, pack_config, args.tokens, args.seed, steps, micro_indexes, autoencoder, config.patch_latent_dim
+    )
+    batches = prepared.ahead(workers)
+    progress = tqdm(steps, initial=start, total=args.max_steps, disable=rank != 0)
     seen, busy = 0, 0.0  # tokens (all processes) and seconds spent in steps since this process began
     for step in progress:
         began = time.perf_counter()
         set_learning_rate(optimizer, args, step)
         totals = torch.zeros(3, device=device)  # loss, ce, mse summed over this process's micro-batches
         tokens = 0
-        for micro in range(args.accum):
-            batch, rng = micro_batch(data, pack_config, args.tokens, args.seed, step, rank * args.accum + micro)
-            batch = batch.to(device)
+        for _ in micro_indexes:
+            batch, latents, noise = next(batches)  # latents: one per batch.vae_images
+            batch, noise = batch.to(device), noise.to(device)
             if args.fsdp and world > 1:
                 check_same_parts(batch, step, device)
-            generator = torch.Generator().manual_seed(rng.randrange(2**63))
-            latents = autoencoder.encode_each(batch.vae_images, generator)  # one per batch.vae_images
-            noise = torch.randn(len(batch.vae_indexes), config.patch_latent_dim, generator=generator).to(device)
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 result = wrapped(batch, latents, noise=noise, ce_weight=args.ce_weight, mse_weight=args.mse_weight)
             (result["loss"] / args.accum).backward()
@@ -383,6 +394,7 @@ def evaluate_checkpoint(out: Path, step: int, args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     try:
         with runs.start_run(Path(args.out), args.resume, args.max_steps):
             if args.resume:
@@ -390,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
             train_autoencoder(args) if args.stage == "vae" else train(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConfigError) as error:
         sys.exit(f"error: {error}")
+    finally:  # a data worker's core was given back (train); the caller's runs keep their thread count
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

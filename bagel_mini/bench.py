@@ -1,6 +1,7 @@
 """Benchmarks that print ratios measured in one run (never timed tests).
 
     python -m bagel_mini.bench step [--preset toy] [--repeats 5]
+    python -m bagel_mini.bench train [--steps 20] [--repeats 3]
     python -m bagel_mini.bench sample [--preset toy] [--steps 25] [--context 300]
     python -m bagel_mini.bench load [--preset small] [--dir DIR]
     python -m bagel_mini.bench weights [--weights fp8] [--preset small] [--questions 100] [--prompts 1]
@@ -8,6 +9,15 @@
 `step`: forward + backward time of one training step on the same packed batch for the MoT, MoE and
 dense decoders (hard routing gives them the same FLOPs per token, so the ratios should be near 1),
 tokens per second of MoT, and packed versus padded batching of the same samples of mixed sizes.
+`train`: the toy's training step as train.py runs it (Shapes World batches of 1,024 tokens, the embedded
+autoencoder, forward, backward, AdamW, EMA) in three variants, interleaved and repeated: `baseline` (the
+step before this benchmark: the batch packed and encoded in the training thread, attention over the
+whole packed sequence under one dense mask), `per_sample` (attention per sample, attention.sample_mask)
+and `worker` (per-sample attention, the batch packed and encoded ahead by one data worker on the idle
+core, the training thread on one thread: train.py's default on a CPU). Generation-loss images (noised
+VAE images) and tokens per second of wall time, the share of a step the baseline spends packing and
+encoding, and the model's FLOPs (counted by torch's FLOP counter) per second as a share of this
+machine's float32 matmul peak (1024 x 1024 matmuls on all threads).
 `sample`: image sampling with text and image CFG over a context of an image and a few hundred text
 tokens: the KV-cached sampler versus rebuilding every context at every step.
 `load`: writes a random checkpoint in the released layout (bfloat16, about 1.2 GB for `small`), then in
@@ -36,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from bagel_mini import DEFAULT_MODEL
 from bagel_mini.cfg import NO_DROPOUT
@@ -80,18 +91,20 @@ def padded(samples: list[Sample], pack_config: PackConfig) -> list[Sample]:
     return [[*sample, Text([0] * (target - sample_length(sample, pack_config) - 2))] for sample in samples]
 
 
-def time_steps(model: Bagel, batch: PackedBatch, latents: list[torch.Tensor], repeats: int) -> float:
-    """Median seconds of forward + backward, after one warm-up step."""
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        model(batch, latents)["loss"].backward()
-        times.append(time.perf_counter() - start)
-        model.zero_grad(set_to_none=True)
-    return statistics.median(times[1:])
+def forward_backward_seconds(model: Bagel, batch: PackedBatch, latents: list[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    model(batch, latents)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} (min {min(values):.3f}, max {max(values):.3f})"
 
 
 def bench_step(preset_name: str, repeats: int, num_samples: int) -> dict:
+    """The variants take turns, step by step (after a warm-up step each), so that a change in the machine's
+    load falls on all of them; each ratio is taken within a round, then the median over rounds."""
     torch.manual_seed(0)
     config = preset(preset_name)
     pack_config = PackConfig.for_model(config, SPECIAL_IDS, dropout=NO_DROPOUT)
@@ -100,23 +113,139 @@ def bench_step(preset_name: str, repeats: int, num_samples: int) -> dict:
     padded_batch = pack(padded(samples, pack_config), pack_config, random.Random(0))
     z = config.vae.z_channels
     latents = [torch.randn(z, h * 2, w * 2) for h, w in batch.latent_grids]
-    seconds = {
-        arch: time_steps(Bagel(preset(preset_name, arch)), batch, latents, repeats) for arch in ("mot", "moe", "dense")
-    }
-    padded_seconds = time_steps(Bagel(preset(preset_name, "mot")), padded_batch, latents, repeats)
+    runs = {arch: (Bagel(preset(preset_name, arch)), batch) for arch in ("mot", "moe", "dense")}
+    runs["mot padded"] = (runs["mot"][0], padded_batch)
+    for model, packed in runs.values():
+        forward_backward_seconds(model, packed, latents)
+    rounds = [{name: forward_backward_seconds(*run, latents) for name, run in runs.items()} for _ in range(repeats)]
     print(
         f"preset {preset_name}: {num_samples} samples, {batch.sequence_length} tokens packed, "
-        f"{padded_batch.sequence_length} padded"
+        f"{padded_batch.sequence_length} padded; {repeats} rounds, median (min, max)"
     )
-    for arch, value in seconds.items():
-        print(f"  {arch:5s} forward+backward {value * 1000:8.1f} ms")
-    print(f"  mot padded         {padded_seconds * 1000:8.1f} ms")
-    return {
-        "mot_over_dense": seconds["mot"] / seconds["dense"],
-        "moe_over_dense": seconds["moe"] / seconds["dense"],
-        "packed_over_padded": seconds["mot"] / padded_seconds,
-        "tokens_per_s": batch.sequence_length / seconds["mot"],
+    for name in runs:
+        print(f"  {name:10s} forward+backward ms {spread([r[name] * 1000 for r in rounds])}")
+    ratios = {
+        "mot_over_dense": [r["mot"] / r["dense"] for r in rounds],
+        "moe_over_dense": [r["moe"] / r["dense"] for r in rounds],
+        "packed_over_padded": [r["mot"] / r["mot padded"] for r in rounds],
     }
+    for name, values in ratios.items():
+        print(f"  {name:18s} {spread(values)}")
+    tokens_per_s = [batch.sequence_length / r["mot"] for r in rounds]
+    return {
+        **{name: statistics.median(values) for name, values in ratios.items()},
+        "tokens_per_s": statistics.median(tokens_per_s),
+    }
+
+
+def noised_images(batch: PackedBatch) -> int:
+    """VAE images with a flow loss: their tokens' raw timestep is finite (-inf marks a clean image)."""
+    first, count = 0, 0
+    for h, w in batch.latent_grids:
+        count += bool(torch.isfinite(batch.raw_timesteps[first]))
+        first += h * w
+    return count
+
+
+def matmul_peak_flops() -> float:
+    """float32 FLOP/s of 1024 x 1024 matmuls on all threads (the best of five)."""
+    a, b = torch.randn(2, 1024, 1024)
+    a @ b
+    best = min(timed(lambda: a @ b) for _ in range(5))
+    return 2 * 1024**3 / best
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def bench_train(steps: int, repeats: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bagel_mini import checkpoint
+    from bagel_mini.attention import dense_mask
+    from bagel_mini.cfg import ConditionDropout
+    from bagel_mini.data import PreparedBatches, ShapesData
+    from bagel_mini.tokenizer import BagelTokenizer
+
+    threads = torch.get_num_threads()
+    autoencoder = checkpoint.load_autoencoder(DEFAULT_MODEL)
+    config = preset("toy")
+    config.vae = autoencoder.config
+    data = ShapesData(64, BagelTokenizer.from_dir(DEFAULT_MODEL))
+    pack_config = PackConfig.for_model(config, data.tokenizer.special_ids, dropout=ConditionDropout(0.1, 0.5, 0.1))
+
+    def run(variant: str, first_step: int) -> dict:
+        """`steps` training steps (after two warm-up steps) of a fresh model; wall seconds and what they held."""
+        torch.manual_seed(0)
+        model = Bagel(config)
+        ema = {name: p.detach().clone() for name, p in model.named_parameters()}
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-15)
+        span = range(first_step, first_step + steps + 2)
+        prepared = PreparedBatches(data, pack_config, 1024, 0, span, range(1), autoencoder, config.patch_latent_dim)
+        torch.set_num_threads(1 if variant == "worker" else threads)
+        batches = prepared.ahead(1) if variant == "worker" else None
+        totals = {"seconds": 0.0, "prepare_seconds": 0.0, "images": 0, "tokens": 0}
+        for index, step in enumerate(span):
+            began = time.perf_counter()
+            batch, latents, noise = next(batches) if batches else prepared.prepare(step, 0)
+            prepared_at = time.perf_counter()
+            mask = dense_mask(batch.splits, batch.sequence_length) if variant == "baseline" else None
+            model(batch, latents, noise=noise, mask=mask)["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1e-3)
+            if index >= 2:
+                totals["seconds"] += time.perf_counter() - began
+                totals["prepare_seconds"] += prepared_at - began
+                totals["images"] += noised_images(batch)
+                totals["tokens"] += batch.sequence_length
+        torch.set_num_threads(threads)
+        return totals
+
+    # The model's FLOPs per token, counted on a few batches (per-sample attention: the work the model needs).
+    model, counted_tokens = Bagel(config), 0
+    with FlopCounterMode(display=False) as counter:
+        for step in range(4):
+            batch, latents, noise = PreparedBatches(
+                data, pack_config, 1024, 0, range(1), range(1), autoencoder, config.patch_latent_dim
+            ).prepare(10_000 + step, 0)
+            model(batch, latents, noise=noise)["loss"].backward()
+            counted_tokens += batch.sequence_length
+    flops_per_token = counter.get_total_flops() / counted_tokens
+    peak = matmul_peak_flops()
+
+    variants = ("baseline", "per_sample", "worker")
+    rounds = []
+    for repeat in tqdm(range(repeats), desc="bench train"):
+        rounds.append({variant: run(variant, first_step=repeat * (steps + 2)) for variant in variants})
+
+    def per_second(variant: str, key: str) -> list[float]:
+        return [r[variant][key] / r[variant]["seconds"] for r in rounds]
+
+    print(f"toy preset, {steps} steps per variant and round, {repeats} rounds, {threads} threads")
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; the model: {flops_per_token / 1e6:.2f} MFLOP per token (fwd+bwd)")
+    result = {}
+    for variant in variants:
+        images, tokens = per_second(variant, "images"), per_second(variant, "tokens")
+        over = [r[variant]["images"] / r[variant]["seconds"] / (r["baseline"]["images"] / r["baseline"]["seconds"])
+                for r in rounds]  # fmt: skip
+        share = [t * flops_per_token / peak for t in tokens]
+        print(f"  {variant:10s} images/s {spread(images)}  tokens/s {spread(tokens)}")
+        print(f"  {'':10s} over baseline {spread(over)}  share of matmul peak {spread(share)}")
+        result[f"{variant}_gen_images_per_s"] = statistics.median(images)
+        result[f"{variant}_share_of_matmul_peak"] = statistics.median(share)
+        result[f"{variant}_over_baseline"] = statistics.median(over)
+    prepare_share = [r["baseline"]["prepare_seconds"] / r["baseline"]["seconds"] for r in rounds]
+    print(f"  baseline: packing and encoding take {spread(prepare_share)} of a step")
+    result["gen_images_per_s_over_baseline"] = result.pop("worker_over_baseline")
+    result["share_of_matmul_peak"] = result["worker_share_of_matmul_peak"]
+    result["baseline_prepare_share"] = statistics.median(prepare_share)
+    return result
 
 
 @torch.no_grad()
@@ -348,8 +477,11 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     step = commands.add_parser("step", help="training step time: MoT / MoE / dense, packed / padded")
     step.add_argument("--preset", default="toy")
-    step.add_argument("--repeats", type=int, default=5)
+    step.add_argument("--repeats", type=int, default=15, help="rounds of the variants")
     step.add_argument("--samples", type=int, default=16)
+    train_ = commands.add_parser("train", help="the toy's training step: today's against the baseline")
+    train_.add_argument("--steps", type=int, default=20, help="steps per variant and round")
+    train_.add_argument("--repeats", type=int, default=3, help="rounds of the three variants")
     sample = commands.add_parser("sample", help="image sampling: KV-cached versus recomputed context")
     sample.add_argument("--preset", default="toy")
     sample.add_argument("--steps", type=int, default=25)
@@ -371,6 +503,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.questions < 1 or args.prompts < 1 or args.steps < 2:
             parser.error("--questions and --prompts must be at least 1, --steps at least 2")
         result = bench_weights(args.weights, args.preset, args.dir, args.questions, args.prompts, args.steps)
+    elif args.command == "train":
+        if args.steps < 1 or args.repeats < 1:
+            parser.error("--steps and --repeats must be at least 1")
+        result = bench_train(args.steps, args.repeats)
     elif args.command == "step":
         if args.repeats < 1:
             parser.error("--repeats must be at least 1")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention.flex_attention import BlockMask
 
-from bagel_mini.attention import dense_mask
+from bagel_mini.attention import SampleMask, sample_mask
 from bagel_mini.config import BagelConfig
 from bagel_mini.flow import add_noise, training_timesteps, velocity_target
 from bagel_mini.images import patchify
@@ -154,7 +154,7 @@ class Bagel(nn.Module):
         batch: PackedBatch,
         latents: list[Tensor],
         noise: Tensor | None = None,
-        mask: Tensor | BlockMask | None = None,
+        mask: Tensor | SampleMask | BlockMask | None = None,
         ce_weight: float = 0.25,
         mse_weight: float = 1.0,
     ) -> dict:
@@ -167,8 +167,9 @@ class Bagel(nn.Module):
         Returns per-token `ce` (n_ce,) and `mse` (n_mse, patch_latent_dim), their means `ce_loss`
         (weighted by batch.ce_weights) and `mse_loss`, the total `loss` = ce_weight * ce_loss +
         mse_weight * mse_loss, and for inspection the `hidden` states, the input `sequence` and the flow's
-        `clean`, `noise` and `timesteps`. The mask defaults to the dense generalized causal mask; pass a
-        FlexAttention block mask on a GPU.
+        `clean`, `noise` and `timesteps`. The mask defaults to the generalized causal mask applied per
+        sample (attention.sample_mask); attention.dense_mask gives the same result, slower, and a
+        FlexAttention block mask is the fast path on a GPU.
         """
         # A noised image's path (rectified flow, flow.py): packing drew one raw normal per image (or
         # group of frames); here it becomes t, the clean tokens are moved towards the noise, and the
@@ -181,7 +182,7 @@ class Bagel(nn.Module):
 
         sequence = self.embed_batch(batch, noised, t)
         if mask is None:
-            mask = dense_mask(batch.splits, batch.sequence_length, device=sequence.device)
+            mask = sample_mask(batch.splits, batch.sequence_length, device=sequence.device)
         hidden = self.llm(sequence, batch.position_ids, batch.is_gen, mask)
         zero = hidden.new_zeros(())
 

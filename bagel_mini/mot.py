@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention.flex_attention import BlockMask
 
-from bagel_mini.attention import attend, context_mask
+from bagel_mini.attention import SampleMask, attend, context_mask
 from bagel_mini.config import LLMConfig
 from bagel_mini.qwen2 import Attention, RMSNorm, SwiGLU, rotary_cos_sin
 
@@ -92,7 +92,7 @@ class DecoderLayer(nn.Module):
         cos: Tensor,  # (L, head_dim)
         sin: Tensor,
         route: Route,
-        mask: Tensor | BlockMask | None,  # (L, S + L): the L new tokens against S cached + L new
+        mask: Tensor | SampleMask | BlockMask | None,  # (L, S + L): the L new tokens against S cached + L new
         past: tuple[Tensor, Tensor] | None = None,  # cached keys and values, each (S, kv_heads, head_dim)
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Returns the new hidden states and the keys and values of the L new tokens."""
@@ -143,11 +143,11 @@ class LanguageModel(nn.Module):
         self.norm_gen = RMSNorm(config.hidden_size, config.rms_norm_eps) if config.architecture != "dense" else None
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
-    def forward(self, x: Tensor, positions: Tensor, is_gen: Tensor, mask: Tensor | BlockMask) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor, is_gen: Tensor, mask: Tensor | SampleMask | BlockMask) -> Tensor:
         """The training pass over one packed sequence.
 
         x: (L, hidden) input embeddings; positions: (L,) RoPE position ids; is_gen: (L,) bool, True
-        for VAE tokens; mask: (L, L) boolean or FlexAttention block mask (attention.py).
+        for VAE tokens; mask: (L, L) boolean, per-sample or FlexAttention block mask (attention.py).
         Returns the final hidden states (L, hidden), normed by each token's expert.
         """
         hidden, _ = self._run(x, positions, is_gen, mask, cache=None)

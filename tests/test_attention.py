@@ -10,6 +10,7 @@ from bagel_mini.attention import (
     dense_mask,
     draw_mask,
     flex_block_mask,
+    sample_mask,
     token_table,
 )
 
@@ -33,6 +34,33 @@ def test_flex_attention_matches_dense_attention():
     # float32 (FlexAttention on a CPU has no float64): on outputs up to about 3 each kernel is within 4e-7 of
     # float64; a wrong mask entry moves them by about 0.5.
     torch.testing.assert_close(flex, dense, rtol=0, atol=1e-5)
+
+
+def test_per_sample_attention_matches_dense_attention_forward_and_backward():
+    """Samples of 1 to 40 tokens (lengths 1, 12, 8, 30, 40, 19, 33: five buckets, three padded), in float64."""
+    samples = [
+        [(1, "causal")],
+        [(3, "causal"), (5, "full"), (4, "causal")],
+        [(2, "causal"), (6, "noise")],
+        [(30, "causal")],
+        [(4, "causal"), (9, "full"), (16, "noise"), (11, "causal")],
+        [(2, "causal"), (7, "full"), (3, "causal"), (7, "noise")],
+        [(20, "causal"), (13, "full")],
+    ]
+    length = sum(size for splits in samples for size, _ in splits)
+    masks = {"dense": dense_mask(samples, length), "per sample": sample_mask(samples, length)}
+    assert len(masks["per sample"].buckets) == 5
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(length, heads, 8, generator=generator, dtype=torch.float64) for heads in (4, 2, 2)]
+    weights = torch.randn(length, 32, generator=generator, dtype=torch.float64)
+    results = {}
+    for name, mask in masks.items():
+        q, k, v = (x.clone().requires_grad_() for x in inputs)
+        out = attend(q, k, v, mask)
+        (out * weights).sum().backward()
+        results[name] = [out, q.grad, k.grad, v.grad]
+    for per_sample, dense in zip(results["per sample"], results["dense"]):
+        torch.testing.assert_close(per_sample, dense, rtol=0, atol=1e-12)
 
 
 def test_context_mask_is_causal_only_inside_the_new_block():

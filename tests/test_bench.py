@@ -1,10 +1,14 @@
 import json
+import random
 
 import pytest
+import torch
 
-from bagel_mini.bench import main
+from bagel_mini.bench import SPECIAL_IDS, main, noised_images
+from bagel_mini.cfg import NO_DROPOUT
 from bagel_mini.checkpoint import build_meta
 from bagel_mini.config import preset
+from bagel_mini.navit import PackConfig, Text, VaeImage, pack
 
 
 def test_step_benchmark_runs_and_ends_with_its_json_line(capsys):
@@ -13,6 +17,23 @@ def test_step_benchmark_runs_and_ends_with_its_json_line(capsys):
     result = json.loads(last_line)
     assert set(result) == {"mot_over_dense", "moe_over_dense", "packed_over_padded", "tokens_per_s"}
     assert all(value > 0 for value in result.values())
+
+
+def test_train_benchmark_runs_and_reports_its_ratios(capsys):
+    main(["train", "--steps", "1", "--repeats", "1"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"gen_images_per_s_over_baseline", "share_of_matmul_peak", "baseline_prepare_share"} <= set(result)
+    assert result["baseline_over_baseline"] == 1 and all(value > 0 for value in result.values())
+    assert 0 < result["baseline_prepare_share"] < 1
+
+
+def test_noised_images_counts_the_images_with_a_flow_loss():
+    config = preset("toy")
+    pack_config = PackConfig.for_model(config, SPECIAL_IDS, dropout=NO_DROPOUT)
+    side = 2 * config.pixels_per_latent_token
+    context = VaeImage(torch.zeros(3, side, side))  # a clean image to edit: no loss
+    samples = [[Text([5, 6]), context, VaeImage(torch.zeros(3, side, side), loss=True)], [Text([7]), context]]
+    assert noised_images(pack(samples, pack_config, random.Random(0))) == 1
 
 
 def test_sample_benchmark_runs_and_ends_with_its_json_line(capsys):

@@ -98,6 +98,16 @@ def test_resuming_gives_bit_identical_weights(data, tmp_path, capsys):
     assert (tmp_path / "A" / "loss.png").stat().st_size > 0
 
 
+def test_a_data_worker_gives_the_run_of_the_training_thread(data, tmp_path):
+    """--workers 1 (the CPU default) packs and encodes in another process: the same batches, the same run."""
+    train.main(run_args(data, tmp_path / "here", 4, "--workers", "0"))
+    train.main(run_args(data, tmp_path / "worker", 4, "--workers", "1"))
+    here, worker = (load_rows(tmp_path / run / "loss.csv") for run in ("here", "worker"))
+    # The worker encodes on one thread, this process on all: float32 convolutions may sum in another order
+    # (about 1e-7 relative); a different batch or noise draw changes the losses by 1e-2 or more.
+    torch.testing.assert_close(worker, here, rtol=1e-5, atol=1e-6)
+
+
 def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly(data, tmp_path):
     # Kill the process (SIGKILL) after the third of the four weight files of the step-6 checkpoint is written.
     killer = (
