@@ -41,7 +41,18 @@ from bagel_mini.navit import PackConfig
 from bagel_mini.tokenizer import BagelTokenizer
 from bagel_mini.vae import AutoEncoder
 
-STAGES = ("align", "pretrain", "continue", "sft", "vae")
+STAGES = ("lm", "vit", "align", "pretrain", "continue", "sft", "vae")
+# BAGEL's stages (paper Table 3) in miniature, after the pretrained parts it starts from (a language model,
+# a ViT, an autoencoder): the Shapes World tasks each trains on (None: the default mix, generation four times
+# as often as understanding). Alignment reads captions only; continued training adds interleaved tasks
+# (edits, videos, reasoning); supervised fine-tuning weights editing, reasoning and questions up.
+STAGE_MIXES = {
+    "lm": None,  # their texts alone
+    "align": {"caption": 1.0},
+    "pretrain": None,
+    "continue": {"text_to_image": 0.35, "edit": 0.25, "video": 0.1, "reasoning": 0.1, "caption": 0.05, "vqa": 0.15},
+    "sft": {"text_to_image": 0.3, "edit": 0.2, "video": 0.05, "reasoning": 0.15, "caption": 0.05, "vqa": 0.25},
+}
 BAGEL_ONLY = ("--arch", "--init", "--tokens", "--accum", "--ema", "--ce-weight", "--mse-weight", "--timestep-shift")
 BAGEL_ONLY += ("--dropout", "--eval-every", "--eval-n", "--fsdp", "--compile", "--workers")
 
@@ -58,9 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stage",
         default="pretrain",
         choices=STAGES,
-        help="align: connector only; pretrain; continue: higher resolution and shift; sft; vae: the autoencoder",
+        help="lm: the language model on Shapes World texts; vit: the ViT (SigLIP's loss); align: the connector\n"
+        "only, on captions; pretrain; continue: more interleaved tasks, timestep shift 4; sft; vae: the autoencoder",
     )
-    parser.add_argument("--init", help="start from this checkpoint directory's EMA weights (e.g. the previous stage)")
+    parser.add_argument(
+        "--init",
+        help="start from this checkpoint directory's EMA weights, configs, tokenizer and (unless --autoencoder)\n"
+        "autoencoder: the previous stage's OUT/last",
+    )
     parser.add_argument(
         "--autoencoder",
         help="directory with ae.safetensors and bagel_config.json (default for the toy preset: the embedded one;\n"
@@ -78,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accum", type=flags.at_least(1), default=1, help="micro-batches per step and process")
     parser.add_argument("--lr", type=flags.positive, default=1e-3, help="learning rate after the warm-up")
     parser.add_argument("--warmup", type=flags.at_least(1), default=100, help="linear warm-up steps, then constant")
+    parser.add_argument(
+        "--cooldown", type=flags.at_least(0), default=0, help="the last N steps decay the learning rate linearly to 0"
+    )
     parser.add_argument("--ema", type=flags.decay, default=0.999, help="EMA decay")
     parser.add_argument("--ce-weight", type=flags.non_negative, default=0.25, help="weight of the text loss")
     parser.add_argument("--mse-weight", type=flags.non_negative, default=1.0, help="weight of the image loss")
@@ -107,6 +126,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
     if args.stage == "vae" and given & set(BAGEL_ONLY):
         parser.error(f"{', '.join(sorted(given & set(BAGEL_ONLY)))}: no effect with --stage vae (Bagel stages only)")
+    if args.stage in ("lm", "vit") and args.data != "shapes":
+        parser.error(f"--stage {args.stage}: trains on Shapes World (--data shapes), not on {args.data}")
     if args.stage != "vae" and args.decoder_only:
         parser.error("--decoder-only: only with --stage vae")
     if args.decoder_only and not args.autoencoder:
@@ -136,8 +157,28 @@ def set_trainable(model: Bagel, stage: str) -> None:
         parameter.requires_grad_(not fixed and (stage != "align" or name.startswith("connector.")))
 
 
+@torch.no_grad()
+def copy_understanding_expert(tensors: dict[str, torch.Tensor]) -> None:
+    """Each generation-expert weight := its understanding twin, as BAGEL's MoT starts both experts from Qwen2.5.
+
+    After `--stage lm` (text alone) the generation expert has never trained; copying makes the next stage
+    start both from the language model. `tensors`: parameters or EMA weights by name.
+    """
+    for name, tensor in tensors.items():
+        if ".gen." in name or name.startswith("llm.norm_gen."):
+            tensor.copy_(tensors[name.replace(".gen.", ".und.").replace("norm_gen.", "norm.")])
+
+
+def ema_decay(args, step: int) -> float:
+    """--ema, warmed up: (1 + step) / (10 + step) until that reaches it, so that a short run's EMA has
+    forgotten its random start (at 0.999 from the first step, 1,500 steps leave 22% of it)."""
+    return min(args.ema, (1 + step) / (10 + step))
+
+
 def learning_rate(args, step: int) -> float:
-    return args.lr * min(1.0, (step + 1) / args.warmup)
+    """A linear warm-up, the constant --lr, and an optional linear cool-down to zero over the last steps."""
+    cooldown = min(1.0, (args.max_steps - step) / args.cooldown) if args.cooldown else 1.0
+    return args.lr * min(1.0, (step + 1) / args.warmup) * cooldown
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, args, step: int) -> None:
@@ -166,9 +207,11 @@ def check_same_run(args) -> None:
 
 
 def autoencoder_dir(args) -> Path:
-    """--autoencoder, or for the toy preset the embedded autoencoder."""
+    """--autoencoder, or the one in --init's checkpoint, or for the toy preset the embedded autoencoder."""
     if args.autoencoder:
         return Path(args.autoencoder)
+    if args.init:
+        return Path(args.init)
     if args.preset == "toy":
         return DEFAULT_MODEL
     raise ConfigError(
@@ -187,13 +230,17 @@ def train(args) -> None:
 
     # The model, its autoencoder, its tokenizer and its data.
     autoencoder = checkpoint.load_autoencoder(resume_dir if args.resume else autoencoder_dir(args), device=device)
-    config = load_config_dir(resume_dir) if args.resume else preset(args.preset, args.arch)
+    if args.resume or args.init:  # the configs of the weights read
+        config = load_config_dir(resume_dir if args.resume else args.init)
+    else:
+        config = preset(args.preset, args.arch)
     if not args.resume and (args.timestep_shift or args.stage == "continue"):
         config.timestep_shift = args.timestep_shift or 4.0
     config.vae = autoencoder.config
-    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
-    if args.resume:
-        data.tokenizer = BagelTokenizer.from_dir(resume_dir)
+    mix, text_only = STAGE_MIXES[args.stage], args.stage == "lm"
+    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config), mix, text_only)
+    if args.resume or args.init:  # the tokenizer the weights were trained with
+        data.tokenizer = BagelTokenizer.from_dir(resume_dir if args.resume else args.init)
     else:
         data.tokenizer = BagelTokenizer.train(data.texts(), config.llm.vocab_size)
     pack_config = PackConfig.for_model(config, data.tokenizer.special_ids, dropout=ConditionDropout(*args.dropout))
@@ -249,7 +296,8 @@ def train(args) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1 - args.ema)
+            decay = ema_decay(args, step)
+            torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1 - decay)
         loss, ce, mse = totals.tolist()
         seen, busy = seen + tokens * world, busy + time.perf_counter() - began
         progress.set_postfix(
@@ -258,6 +306,9 @@ def train(args) -> None:
         if rank == 0:
             runs.append_log_row(log_path, [step + 1, loss, ce, mse])
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
+            if args.stage == "lm":  # the generation expert starts as the language model (nothing of it trained)
+                copy_understanding_expert(dict(model.named_parameters()))
+                copy_understanding_expert(ema)
             state = {"args": vars(args)}
             runs.save_run_checkpoint(
                 out, step + 1, model, ema, autoencoder, optimizer, data.tokenizer, state, args.keep, rank

@@ -34,17 +34,22 @@ def generator_seed(seed: int, step: int, micro_batch: int) -> int:
 
 
 class ShapesData:
-    """Shapes World tasks (the default mix) as packing samples, and its scenes as images."""
+    """Shapes World tasks drawn by `mix` (task name -> weight; None: the default mix) as packing samples,
+    or with `text_only` their texts alone (one language-model sample per task); its scenes as images."""
 
-    def __init__(self, image_size: int, tokenizer: BagelTokenizer | None = None):
-        self.image_size, self.tokenizer = image_size, tokenizer
+    def __init__(
+        self, image_size: int, tokenizer: BagelTokenizer | None = None, mix: dict | None = None, text_only=False
+    ):
+        self.image_size, self.tokenizer, self.mix, self.text_only = image_size, tokenizer, mix, text_only
 
     def texts(self):
         """What a toy tokenizer is trained on."""
         return shapes_world.corpus(20_000, seed=0)
 
     def sample(self, rng: random.Random) -> Sample:
-        task = shapes_world.random_task(rng, image_size=self.image_size)
+        task = shapes_world.random_task(rng, image_size=self.image_size, mix=self.mix)
+        if self.text_only:
+            return [Text(self.tokenizer.encode(" ".join(shapes_world.texts(task))), loss=True)]
         return shapes_world.to_sample(task, self.tokenizer.encode, rng)
 
     def images(self, rng: random.Random) -> list[Tensor]:
@@ -130,8 +135,11 @@ def check_sample(line: str, where: str, folder: Path) -> list[dict]:
     return sample["items"]
 
 
-def open_data(name: str, image_size: int, vit_sizes: tuple | None, vae_sizes: tuple) -> ShapesData | JsonlData:
+def open_data(
+    name: str, image_size: int, vit_sizes: tuple | None, vae_sizes: tuple, mix: dict | None = None, text_only=False
+) -> ShapesData | JsonlData:
     """`--data`: 'shapes' or the path of a .jsonl file. Give it a tokenizer (`.tokenizer = ...`) to draw samples.
+    `mix` and `text_only`: which Shapes World tasks, and their texts alone (ShapesData); None for a file.
 
     vit_sizes, vae_sizes: (max_size, min_size, stride) of the model's encoders (images.vit_resize / vae_resize);
     vit_sizes None for the autoencoder alone, which then needs a file with "vae" images.
@@ -145,7 +153,7 @@ def open_data(name: str, image_size: int, vit_sizes: tuple | None, vae_sizes: tu
                 f"--image-size {image_size}: Shapes World images must be a multiple of {stride} pixels (ViT patch "
                 f"{vit_sizes[2]}, latent token {vae_sizes[2]}) and at most {largest} for this model"
             )
-        return ShapesData(image_size)
+        return ShapesData(image_size, mix=mix, text_only=text_only)
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"--data {path}: no such file")

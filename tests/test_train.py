@@ -204,6 +204,31 @@ def test_the_toy_trains_with_no_flag_but_out(tmp_path, monkeypatch):
     assert all(torch.equal(tensor, embedded[key]) for key, tensor in load_file(run / "ae.safetensors").items())
 
 
+def test_the_language_model_stage_starts_both_experts_and_the_next_stage_from_it(data, tmp_path, capsys):
+    lm, pretrain = tmp_path / "lm", tmp_path / "pretrain"
+    train.main(["--stage", "lm", "--out", str(lm), "--max-steps", "2", "--tokens", "256"])
+    weights = load_file(lm / "last" / "model.safetensors")
+    twins = {name: name.replace(".gen.", ".und.").replace("norm_gen.", "norm.") for name in weights}
+    generation = [name for name, twin in twins.items() if twin != name]
+    assert len(generation) == 1 + 4 * 14  # the final norm; per layer 2 norms, q/k/v/o (+3 biases), 2 qk-norms, 3 MLP
+    assert all(torch.equal(weights[name], weights[twins[name]]) for name in generation)
+    assert float((lm / "loss.csv").read_text().splitlines()[-1].split(",")[3]) == 0  # text alone: no image loss
+    train.main(["--init", str(lm / "last"), "--out", str(pretrain), "--max-steps", "1", "--tokens", "256"])
+    for name in ("tokenizer.json", "llm_config.json", "bagel_config.json"):  # carried over, not made anew
+        assert (pretrain / "last" / name).read_text() == (lm / "last" / name).read_text(), name
+    assert "shapes" in refusal(
+        ["--stage", "lm", "--data", str(data / "data.jsonl"), "--out", str(tmp_path / "x")], capsys
+    )
+
+
+def test_the_ema_warms_up_and_the_learning_rate_cools_down():
+    args = train.parse_args(["--out", "x", "--ema", "0.999", "--lr", "1", "--warmup", "10", "--max-steps", "100"])
+    assert [train.ema_decay(args, step) for step in (0, 90, 10_000)] == [1 / 10, 91 / 100, 0.999]
+    args.cooldown = 20
+    rates = [train.learning_rate(args, step) for step in (4, 50, 80, 90, 99)]
+    assert rates == [5 / 10, 1, 1, 10 / 20, 1 / 20]
+
+
 def test_periodic_evaluation_writes_the_scores(data, tmp_path):
     train.main(run_args(data, tmp_path / "A", 3, "--eval-every", "1", "--eval-n", "1"))
     header, row = (tmp_path / "A" / "eval.csv").read_text().splitlines()

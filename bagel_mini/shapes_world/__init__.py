@@ -28,7 +28,7 @@ from bagel_mini.shapes_world.tasks import DEFAULT_MIX, Task, random_task, task_s
 from bagel_mini.shapes_world.thinking import Reasoning, reasoning
 from bagel_mini.shapes_world.understanding import QUESTION_KINDS, Question, question
 from bagel_mini.shapes_world.videos import Video, video
-from bagel_mini.shapes_world.vocabulary import corpus
+from bagel_mini.shapes_world.vocabulary import corpus, texts
 
 __all__ = [
     "BACKGROUNDS",
@@ -54,6 +54,7 @@ __all__ = [
     "render",
     "task_stream",
     "text_to_image",
+    "texts",
     "to_sample",
     "video",
 ]
