@@ -31,9 +31,9 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from bagel_mini import DEFAULT_MODEL, checkpoint, flags, runs
+from bagel_mini import DEFAULT_MODEL, checkpoint, flags, runs, siglip_loss
 from bagel_mini.cfg import ConditionDropout
-from bagel_mini.config import PRESETS, ConfigError, load_config_dir, preset, save_config_dir
+from bagel_mini.config import PRESETS, ConfigError, load_config_dir, preset, save_config_dir, write_json_atomic
 from bagel_mini.data import PreparedBatches, autoencoder_batch, generator_seed, open_data
 from bagel_mini.images import vae_resize, vit_resize
 from bagel_mini.model import Bagel
@@ -321,6 +321,97 @@ def train(args) -> None:
         dist.destroy_process_group()
 
 
+VIT_SCENES = 64  # scenes (image-caption pairs) per vit-stage step: SigLIP's loss contrasts every pair of a batch
+
+
+def train_vit(args) -> None:
+    """The toy ViT on Shapes World scenes with SigLIP's sigmoid image-text loss (siglip_loss.py).
+
+    SigLIP2 learned to see from image-text pairs; here a scene and its caption are a pair, read by the ViT
+    (its tokens mean-pooled by a linear head) and by a small text tower. Only the ViT, the head, the tower
+    and the loss's scale and bias train; the rest of --init's model is kept as it is. The head and tower
+    are checkpointed beside the model (`heads.safetensors`) and dropped afterwards. At the end a linear
+    probe on the frozen EMA ViT, against the same probe on the ViT the stage started from, reports how
+    well it tells counts, backgrounds, shapes and colours apart (OUT/probe.json).
+    """
+    out, resume_dir = Path(args.out), Path(args.out) / "last"
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ValueError("--stage vit runs in one process: start it without torchrun")
+    device = flags.default_device(args.device)
+    torch.manual_seed(args.seed)
+    autoencoder = checkpoint.load_autoencoder(resume_dir if args.resume else autoencoder_dir(args), device=device)
+    source = resume_dir if args.resume else args.init
+    config = load_config_dir(source) if source else preset(args.preset, args.arch)
+    config.vae = autoencoder.config
+    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
+    tokenizer = BagelTokenizer.from_dir(source) if source else BagelTokenizer.train(data.texts(), config.llm.vocab_size)
+    model = Bagel(config)
+    init_weights(model)
+    if args.init and not args.resume:
+        model.load_state_dict(checkpoint.load_model_weights(args.init, config))
+    model.to(device).requires_grad_(False)
+    model.vit.requires_grad_(True)
+    width = config.vit.hidden_size
+    heads = nn.ModuleDict(
+        {
+            "image_head": siglip_loss.ImageHead(width, width),
+            "text_tower": siglip_loss.TextTower(config.llm.vocab_size, width, width),
+            "loss": siglip_loss.SigmoidLoss(),
+        }
+    ).to(device)
+    trainable = [*model.vit.parameters(), *heads.parameters()]
+    optimizer = make_optimizer(trainable, args)
+    ema = {name: p.detach().clone() for name, p in model.named_parameters()}
+    start_vit = {name: p.detach().clone() for name, p in model.vit.named_parameters()}
+    start = runs.load_run_checkpoint(resume_dir, model, ema, optimizer, heads) if args.resume else 0
+    progress = tqdm(range(start, args.max_steps), initial=start, total=args.max_steps, desc="vit")
+    for step in progress:
+        set_learning_rate(optimizer, args, step)
+        rng = random.Random(generator_seed(args.seed, step, 0))
+        images, ids, lengths, _ = siglip_loss.scene_batch(rng, VIT_SCENES, args.image_size, tokenizer)
+        patches, position_ids, counts = siglip_loss.pack_images(images, config)
+        tokens = model.vit(patches.to(device), position_ids.to(device), counts)
+        texts = heads["text_tower"](ids.to(device), lengths.to(device))
+        loss = heads["loss"](heads["image_head"](tokens, counts), texts)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            decay = ema_decay(args, step)
+            torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1 - decay)
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
+            state = {"args": vars(args)}
+            runs.save_run_checkpoint(
+                out, step + 1, model, ema, autoencoder, optimizer, tokenizer, state, args.keep, 0, heads
+            )
+    if not args.resume:  # the probe compares with the ViT this run started from
+        write_probe(out, model, ema, start_vit, config, tokenizer, args.image_size)
+
+
+def write_probe(out: Path, model: Bagel, ema: dict, start_vit: dict, config, tokenizer, image_size: int) -> None:
+    """Linear-probe accuracies (1,000 training scenes, 500 test scenes, fixed) of the ViT before and after."""
+    train_set = siglip_loss.scene_batch(random.Random("probe train"), 1000, image_size, tokenizer)
+    test_set = siglip_loss.scene_batch(random.Random("probe test"), 500, image_size, tokenizer)
+    results = {}
+    for name, weights in (("before", start_vit), ("after", {k[4:]: v for k, v in ema.items() if k.startswith("vit.")})):
+        model.vit.load_state_dict(weights)
+        train_x, test_x = (
+            siglip_loss.pooled_features(model.vit, images, config) for images, *_ in (train_set, test_set)
+        )
+        results[name] = {
+            label: siglip_loss.linear_probe(train_x, train_set[3][label], test_x, test_set[3][label], classes)
+            for label, classes in siglip_loss.PROBE_CLASSES.items()
+        }
+    write_json_atomic(out / "probe.json", {"train_scenes": 1000, "test_scenes": 500, **results})
+    print(
+        "linear probe of the ViT (500 test scenes):",
+        *(f"{k} {results['before'][k]:.2f} -> {v:.2f}" for k, v in results["after"].items()),
+        sep="\n  ",
+    )
+
+
 def train_autoencoder(args) -> None:
     """The FLUX autoencoder architecture at the preset's width, trained on the data's images (vae.py's losses).
 
@@ -450,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         with runs.start_run(Path(args.out), args.resume, args.max_steps):
             if args.resume:
                 check_same_run(args)
-            train_autoencoder(args) if args.stage == "vae" else train(args)
+            {"vae": train_autoencoder, "vit": train_vit}.get(args.stage, train)(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConfigError) as error:
         sys.exit(f"error: {error}")
     finally:  # a data worker's core was given back (train); the caller's runs keep their thread count

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -93,15 +94,27 @@ def write_step_directory(out: Path, step: int, write, keep: int) -> None:
 
 
 def save_run_checkpoint(
-    out: Path, step: int, model, ema: dict, autoencoder, optimizer, tokenizer, state: dict, keep: int, rank: int
+    out: Path,
+    step: int,
+    model,
+    ema: dict,
+    autoencoder,
+    optimizer,
+    tokenizer,
+    state: dict,
+    keep: int,
+    rank: int,
+    heads: nn.Module | None = None,
 ) -> None:
     """OUT/step-N of a Bagel run: a checkpoint in the released layout (`ema.safetensors` holds the EMA weights,
     as in the release) plus the raw weights, the optimiser state and `state.json` (with `state`) for resuming.
+    `heads`: modules trained beside the model that are not part of it (the vit stage's text tower), in
+    `heads.safetensors`; the optimiser may then hold their parameters too.
 
     Every process takes part in gathering the state (FSDP keeps a shard per process); process 0 writes.
     """
     weights = get_model_state_dict(model, options=FULL)
-    optimizer_state = get_optimizer_state_dict(model, optimizer, options=FULL)
+    optimizer_state = get_optimizer_state_dict(optimized(model, heads), optimizer, options=FULL)
     ema = _full_tensors(ema)
     if rank != 0:
         return
@@ -113,21 +126,34 @@ def save_run_checkpoint(
         save_checkpoint(ema_model, autoencoder, directory, overwrite=True)
         tokenizer.save(directory)
         save_file({k: v.contiguous() for k, v in weights.items()}, directory / "model.safetensors")
+        if heads is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, directory / HEADS)
         _save_optimizer(optimizer_state, directory)
         write_json_atomic(directory / "state.json", {"step": step, **state})
 
     write_step_directory(out, step, write, keep)
 
 
-def load_run_checkpoint(directory: Path, model, ema: dict, optimizer) -> int:
-    """Restore weights, EMA and optimiser from a run checkpoint (sharded again under FSDP); returns its step."""
+def load_run_checkpoint(directory: Path, model, ema: dict, optimizer, heads: nn.Module | None = None) -> int:
+    """Restore weights, EMA and optimiser (and `heads`) from a run checkpoint (sharded again under FSDP);
+    returns its step."""
     set_model_state_dict(model, load_file(directory / "model.safetensors"), options=FULL)
+    if heads is not None:
+        heads.load_state_dict(load_file(directory / HEADS))
     ema_weights = load_model_weights(directory, model.config)
     with torch.no_grad():
         for name, tensor in ema.items():
             tensor.copy_(_distribute_like(ema_weights[name], tensor))
-    _load_optimizer(model, optimizer, directory)
+    _load_optimizer(optimized(model, heads), optimizer, directory)
     return json.loads((directory / "state.json").read_text())["step"]
+
+
+HEADS = "heads.safetensors"
+
+
+def optimized(model, heads: nn.Module | None):
+    """The module whose parameter names the optimiser state is saved by: the model, with `heads` beside it."""
+    return model if heads is None else nn.ModuleDict({"model": model, "heads": heads})
 
 
 def save_autoencoder_checkpoint(

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from bagel_mini import DEFAULT_MODEL  # noqa: E402
+from bagel_mini import DEFAULT_MODEL, checkpoint  # noqa: E402
+from bagel_mini.config import load_config_dir  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220)}
 
@@ -204,21 +205,52 @@ def test_the_toy_trains_with_no_flag_but_out(tmp_path, monkeypatch):
     assert all(torch.equal(tensor, embedded[key]) for key, tensor in load_file(run / "ae.safetensors").items())
 
 
-def test_the_language_model_stage_starts_both_experts_and_the_next_stage_from_it(data, tmp_path, capsys):
-    lm, pretrain = tmp_path / "lm", tmp_path / "pretrain"
-    train.main(["--stage", "lm", "--out", str(lm), "--max-steps", "2", "--tokens", "256"])
-    weights = load_file(lm / "last" / "model.safetensors")
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory) -> Path:
+    """Two steps of `--stage lm` on Shapes World texts."""
+    out = tmp_path_factory.mktemp("stages") / "lm"
+    train.main(["--stage", "lm", "--out", str(out), "--max-steps", "2", "--tokens", "256"])
+    return out
+
+
+def test_the_language_model_stage_starts_both_experts_and_the_next_stage_from_it(data, lm_run, tmp_path, capsys):
+    weights = load_file(lm_run / "last" / "model.safetensors")
     twins = {name: name.replace(".gen.", ".und.").replace("norm_gen.", "norm.") for name in weights}
     generation = [name for name, twin in twins.items() if twin != name]
     assert len(generation) == 1 + 4 * 14  # the final norm; per layer 2 norms, q/k/v/o (+3 biases), 2 qk-norms, 3 MLP
     assert all(torch.equal(weights[name], weights[twins[name]]) for name in generation)
-    assert float((lm / "loss.csv").read_text().splitlines()[-1].split(",")[3]) == 0  # text alone: no image loss
-    train.main(["--init", str(lm / "last"), "--out", str(pretrain), "--max-steps", "1", "--tokens", "256"])
+    assert float((lm_run / "loss.csv").read_text().splitlines()[-1].split(",")[3]) == 0  # text alone: no image loss
+    pretrain = tmp_path / "pretrain"
+    train.main(["--init", str(lm_run / "last"), "--out", str(pretrain), "--max-steps", "1", "--tokens", "256"])
     for name in ("tokenizer.json", "llm_config.json", "bagel_config.json"):  # carried over, not made anew
-        assert (pretrain / "last" / name).read_text() == (lm / "last" / name).read_text(), name
+        assert (pretrain / "last" / name).read_text() == (lm_run / "last" / name).read_text(), name
     assert "shapes" in refusal(
         ["--stage", "lm", "--data", str(data / "data.jsonl"), "--out", str(tmp_path / "x")], capsys
     )
+
+
+def test_the_vit_stage_trains_the_vit_alone_resumes_exactly_and_probes_it(lm_run, tmp_path):
+    def stage(out: str, steps: int, *extra: str) -> list[str]:
+        vit = ["--stage", "vit", "--init", str(lm_run / "last"), "--warmup", "2", "--lr", "1e-2"]
+        return [*vit, "--out", str(tmp_path / out), "--max-steps", str(steps), "--checkpoint-every", "2", *extra]
+
+    train.main(stage("A", 2))
+    train.main(stage("A", 4, "--resume"))
+    train.main(stage("B", 4))
+    assert_identical(tmp_path / "A", tmp_path / "B")
+    assert (
+        load_file(tmp_path / "A" / "last" / "heads.safetensors").keys()
+        == load_file(tmp_path / "B" / "last" / "heads.safetensors").keys()
+    )
+    config = load_config_dir(lm_run / "last")
+    before = checkpoint.load_model_weights(lm_run / "last", config)  # what --init starts from: the EMA weights
+    after = load_file(tmp_path / "B" / "last" / "model.safetensors")
+    changed = {name.split(".")[0] for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {"vit"}
+    probe = json.loads((tmp_path / "B" / "probe.json").read_text())
+    for when in ("before", "after"):
+        assert set(probe[when]) == {"count", "background", "shape", "color"}
+        assert all(0 <= accuracy <= 1 for accuracy in probe[when].values())
 
 
 def test_the_ema_warms_up_and_the_learning_rate_cools_down():
