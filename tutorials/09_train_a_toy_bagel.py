@@ -42,7 +42,8 @@ import train  # imported to read its pieces; we run it as a script below
 # ## The recipe
 #
 # The paper's optimiser: AdamW with betas (0.9, 0.95), eps 1e-15 and no weight decay, gradients clipped
-# at 1.0, a linear warm-up and then a constant learning rate (no decay, so training can always go on).
+# at 1.0, a linear warm-up and then a constant learning rate (so training can always go on; `--cooldown N`
+# decays it linearly to zero over a run's last N steps, as the recipe's last stage does).
 
 # %%
 print(inspect.getsource(train.make_optimizer))
@@ -185,7 +186,8 @@ fig
 #    at 0.20. In the default mix, where a fifth of the samples are understanding, 2,000 steps from that
 #    ViT score the same as from scratch (0.39 against 0.38, both below the blind 0.42). A pre-trained toy
 #    ViT, as SigLIP2 is for the real one, followed by an understanding-heavy first stage, is where to
-#    look next; it is not built.
+#    look next: `train.py --stage vit` pretrains one with SigLIP's own loss, and `python -m
+#    bagel_mini.recipe` runs it before the alignment stage (the model card has what it gave).
 # 6. **Where do the blobs come from?** From a truly noised latent at t = 0.4, the generation expert's
 #    one-step guess of the image is a sharp shape; from pure noise, the sampler commits to a blob by
 #    t = 0.6 and the later steps keep it. The expert restores shapes but does not create them.
