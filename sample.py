@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seeds the starting noise")
     parser.add_argument(
         "--size",
-        help="image size: N (square) or HEIGHTxWIDTH; default 1024 or the model's largest; an edit keeps the input's",
+        help="image size: N (square) or HEIGHTxWIDTH; default the size a toy was trained at, else 1024 or the\n"
+        "model's largest; an edit keeps the input's",
     )
     parser.add_argument("--max-tokens", type=flags.at_least(1), default=1000, help="longest answer or reasoning")
     parser.add_argument("--device", type=flags.device, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -149,7 +150,8 @@ def run(args: argparse.Namespace) -> None:
     config = load_config_dir(directory)
     tokenizer = BagelTokenizer.from_dir(directory)
     largest = vae_resize(config)[0]
-    size = parse_size(args.size or str(min(1024, largest)), config.pixels_per_latent_token, largest)
+    default = config.train_image_size or min(1024, largest)  # the size a toy was trained at, else the release's
+    size = parse_size(args.size or str(default), config.pixels_per_latent_token, largest)
     if text is not None and len(tokenizer.encode(text)) + args.max_tokens > config.llm.max_position_embeddings:
         raise ValueError(
             f"the prompt ({len(tokenizer.encode(text))} tokens) plus --max-tokens {args.max_tokens} "

@@ -240,6 +240,8 @@ def train(args) -> None:
     if not args.resume and (args.timestep_shift or args.stage == "continue"):
         config.timestep_shift = args.timestep_shift or 4.0
     config.vae = autoencoder.config
+    if args.data == "shapes":  # what sample.py draws at by default
+        config.train_image_size = args.image_size
     mix, text_only = STAGE_MIXES[args.stage], args.stage == "lm"
     data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config), mix, text_only)
     if args.resume or args.init:  # the tokenizer the weights were trained with

@@ -179,10 +179,13 @@ class BagelConfig:
     timestep_shift: float = 1.0
     visual_gen: bool = True
     visual_und: bool = True
+    train_image_size: int = 0  # the Shapes World image side train.py trained at (0: not known): sample's default
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _require_positive(self, "latent_patch_size", "max_latent_size", "vit_max_num_patch_per_side")
+        if not isinstance(self.train_image_size, int) or self.train_image_size < 0:
+            raise ConfigError(f"train_image_size must be a non-negative integer, got {self.train_image_size!r}")
         if self.connector_act != "gelu_pytorch_tanh":
             raise ConfigError(f"connector_act {self.connector_act!r} is not supported")
         if self.timestep_shift <= 0:
