@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from bagel_mini import DEFAULT_MODEL, checkpoint, flags, runs, siglip_loss
+from bagel_mini import DEFAULT_MODEL, checkpoint, flags, runs, shapes_world, siglip_loss
 from bagel_mini.cfg import ConditionDropout
 from bagel_mini.config import PRESETS, ConfigError, load_config_dir, preset, save_config_dir, write_json_atomic
 from bagel_mini.data import PreparedBatches, autoencoder_batch, generator_seed, open_data
@@ -57,7 +57,7 @@ STAGE_MIXES = {
     "sft": {"text_to_image": 0.3, "edit": 0.2, "video": 0.05, "reasoning": 0.15, "caption": 0.05, "vqa": 0.25},
 }
 BAGEL_ONLY = ("--arch", "--init", "--tokens", "--accum", "--ema", "--ce-weight", "--mse-weight", "--timestep-shift")
-BAGEL_ONLY += ("--dropout", "--eval-every", "--eval-n", "--fsdp", "--compile", "--workers")
+BAGEL_ONLY += ("--dropout", "--eval-every", "--eval-n", "--fsdp", "--compile", "--workers", "--tokenizer")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,7 +91,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="--stage vae: train only the decoder of --autoencoder, keeping its latents (and Bagels trained on them)",
     )
     parser.add_argument("--data", default="shapes", help="'shapes' (Shapes World) or a .jsonl file")
+    parser.add_argument(
+        "--tokenizer", help="a directory whose tokenizer.json to use (default: train one on the data's texts)"
+    )
     parser.add_argument("--image-size", type=flags.at_least(16), default=64, help="Shapes World image size")
+    parser.add_argument(
+        "--gen-ratio",
+        type=flags.positive,
+        help="Shapes World: generation : understanding tasks as R : 1, each kind's proportions kept\n"
+        "(default: the stage's mix; 4 : 1 in pretraining)",
+    )
     parser.add_argument("--max-steps", type=flags.at_least(1), default=2000, help="optimiser steps in all")
     parser.add_argument("--tokens", type=flags.at_least(1), default=1024, help="token budget of one micro-batch")
     parser.add_argument("--accum", type=flags.at_least(1), default=1, help="micro-batches per step and process")
@@ -129,6 +138,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     given = {word.split("=")[0] for word in (sys.argv[1:] if argv is None else argv) if word.startswith("--")}
     if args.stage == "vae" and given & set(BAGEL_ONLY):
         parser.error(f"{', '.join(sorted(given & set(BAGEL_ONLY)))}: no effect with --stage vae (Bagel stages only)")
+    if args.gen_ratio and (args.stage in ("lm", "vit", "align", "vae") or args.data != "shapes"):
+        parser.error(f"--gen-ratio: for the Shapes World stages with both kinds of tasks, not --stage {args.stage}")
     if args.stage in ("lm", "vit") and args.data != "shapes":
         parser.error(f"--stage {args.stage}: trains on Shapes World (--data shapes), not on {args.data}")
     if args.stage != "vae" and args.decoder_only:
@@ -194,7 +205,8 @@ def make_optimizer(parameters: list[nn.Parameter], args) -> torch.optim.Optimize
 
 
 # The flags that fix what a run draws and trains: a resumed run must keep them, or it is not the same run.
-RUN_FLAGS = ("stage", "preset", "arch", "seed", "data", "image_size", "tokens", "accum", "dropout", "decoder_only")
+RUN_FLAGS = ("stage", "preset", "arch", "seed", "data", "image_size", "gen_ratio", "tokens", "accum", "dropout")
+RUN_FLAGS += ("decoder_only",)
 
 
 def check_same_run(args) -> None:
@@ -222,6 +234,14 @@ def autoencoder_dir(args) -> Path:
     )
 
 
+def read_tokenizer(args, data, config) -> BagelTokenizer:
+    """The tokenizer the weights were trained with (a resumed run's, --init's), --tokenizer's, or a new one."""
+    source = Path(args.out) / "last" if args.resume else args.init or args.tokenizer
+    if source:
+        return BagelTokenizer.from_dir(source)
+    return BagelTokenizer.train(data.texts(), config.llm.vocab_size)
+
+
 # ---------------------------------------------------------------------------------------------
 # The training loops
 
@@ -243,11 +263,10 @@ def train(args) -> None:
     if args.data == "shapes":  # what sample.py draws at by default
         config.train_image_size = args.image_size
     mix, text_only = STAGE_MIXES[args.stage], args.stage == "lm"
+    if args.gen_ratio:
+        mix = shapes_world.with_ratio(mix or shapes_world.DEFAULT_MIX, args.gen_ratio)
     data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config), mix, text_only)
-    if args.resume or args.init:  # the tokenizer the weights were trained with
-        data.tokenizer = BagelTokenizer.from_dir(resume_dir if args.resume else args.init)
-    else:
-        data.tokenizer = BagelTokenizer.train(data.texts(), config.llm.vocab_size)
+    data.tokenizer = read_tokenizer(args, data, config)
     pack_config = PackConfig.for_model(config, data.tokenizer.special_ids, dropout=ConditionDropout(*args.dropout))
     model = Bagel(config)
     init_weights(model)
@@ -349,7 +368,7 @@ def train_vit(args) -> None:
     config = load_config_dir(source) if source else preset(args.preset, args.arch)
     config.vae = autoencoder.config
     data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config))
-    tokenizer = BagelTokenizer.from_dir(source) if source else BagelTokenizer.train(data.texts(), config.llm.vocab_size)
+    tokenizer = read_tokenizer(args, data, config)
     model = Bagel(config)
     init_weights(model)
     if args.init and not args.resume:

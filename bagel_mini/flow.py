@@ -7,6 +7,8 @@ Euler steps. Timesteps are shifted towards the noisy end by `s t / (1 + (s - 1) 
 spends more steps (and more training) at high noise, which large images need.
 """
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -22,6 +24,13 @@ def training_timesteps(raw: Tensor, shift: float) -> Tensor:
     A raw value of -inf gives t = 0: a clean image that serves as context.
     """
     return shift_timesteps(torch.sigmoid(raw), shift)
+
+
+def raw_timestep(t: float, shift: float) -> float:
+    """The raw draw that training_timesteps turns into `t` (the inverse of the shift, then of the sigmoid):
+    how a validation set fixes the time of a noised image."""
+    u = t / (shift - (shift - 1) * t)
+    return math.log(u / (1 - u))
 
 
 def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:

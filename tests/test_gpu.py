@@ -62,7 +62,7 @@ def test_a_packed_batch_has_the_same_loss_and_gradients_under_flex_attention():
     latents = [torch.randn(config.vae.z_channels, 2 * h, 2 * w, generator=generator) for h, w in batch.latent_grids]
     noise = torch.randn(len(batch.vae_indexes), config.patch_latent_dim, generator=generator)
     runs = []
-    for mask in (None, flex_block_mask(batch.splits, batch.sequence_length, CUDA)):  # None: the dense mask
+    for mask in (None, flex_block_mask(batch.splits, batch.sequence_length, CUDA)):  # None: per sample
         model.zero_grad(set_to_none=True)
         result = model(batch, [latent.to(CUDA) for latent in latents], noise=noise.to(CUDA), mask=mask)
         result["loss"].backward()

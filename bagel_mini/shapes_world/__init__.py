@@ -24,7 +24,7 @@ from bagel_mini.shapes_world.edits import Edit, edit
 from bagel_mini.shapes_world.prompts import GENEVAL_TAGS, TextToImage, text_to_image
 from bagel_mini.shapes_world.samples import to_sample
 from bagel_mini.shapes_world.scene import BACKGROUNDS, COLORS, SHAPES, Scene, SceneObject, random_scene, render
-from bagel_mini.shapes_world.tasks import DEFAULT_MIX, Task, random_task, task_stream
+from bagel_mini.shapes_world.tasks import DEFAULT_MIX, GENERATION_TASKS, Task, random_task, task_stream, with_ratio
 from bagel_mini.shapes_world.thinking import Reasoning, reasoning
 from bagel_mini.shapes_world.understanding import QUESTION_KINDS, Question, question
 from bagel_mini.shapes_world.videos import Video, video
@@ -34,6 +34,7 @@ __all__ = [
     "BACKGROUNDS",
     "COLORS",
     "DEFAULT_MIX",
+    "GENERATION_TASKS",
     "GENEVAL_TAGS",
     "QUESTION_KINDS",
     "SHAPES",
@@ -57,4 +58,5 @@ __all__ = [
     "texts",
     "to_sample",
     "video",
+    "with_ratio",
 ]

@@ -23,6 +23,18 @@ TASKS: dict[str, Callable[[random.Random, int], Task]] = {
 # Generation (the first four) : understanding (the last two) = 4 : 1: the paper found that sampling generation
 # data more often than understanding data helps generation without hurting understanding.
 DEFAULT_MIX = {"text_to_image": 0.5, "edit": 0.15, "video": 0.05, "reasoning": 0.1, "caption": 0.05, "vqa": 0.15}
+GENERATION_TASKS = ("text_to_image", "edit", "video", "reasoning")
+
+
+def with_ratio(mix: dict, ratio: float) -> dict:
+    """`mix` with its generation tasks scaled to `ratio` times its understanding tasks, each group's own
+    proportions kept (the paper's data-ratio ablation, Figure 5)."""
+    generation = sum(weight for name, weight in mix.items() if name in GENERATION_TASKS)
+    understanding = sum(weight for name, weight in mix.items() if name not in GENERATION_TASKS)
+    if not generation or not understanding:
+        raise ValueError(f"a ratio of generation to understanding needs both kinds of tasks; the mix is {mix}")
+    scale = {True: ratio / generation, False: 1 / understanding}
+    return {name: weight * scale[name in GENERATION_TASKS] for name, weight in mix.items()}
 
 
 def random_task(rng: random.Random, image_size: int = 64, mix: dict | None = None) -> Task:
