@@ -21,6 +21,7 @@ reads, plus what resuming needs (bagel_mini/checkpoint.py).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -183,6 +184,16 @@ def copy_understanding_expert(tensors: dict[str, torch.Tensor]) -> None:
             tensor.copy_(tensors[name.replace(".gen.", ".und.").replace("norm_gen.", "norm.")])
 
 
+def update(optimizer, trainable: list[nn.Parameter], model: nn.Module, ema: dict, args, step: int) -> None:
+    """One optimiser step on the clipped gradients (norm 1.0), then the EMA of the weights."""
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        decay = ema_decay(args, step)
+        torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1 - decay)
+
+
 def ema_decay(args, step: int) -> float:
     """--ema, warmed up: (1 + step) / (10 + step) until that reaches it, so that a short run's EMA has
     forgotten its random start (at 0.999 from the first step, 1,500 steps leave 22% of it)."""
@@ -292,55 +303,53 @@ def train(args) -> None:
     prepared = PreparedBatches(
         data, pack_config, args.tokens, args.seed, steps, micro_indexes, autoencoder, config.patch_latent_dim
     )
-    batches = prepared.ahead(workers)
-    progress = tqdm(steps, initial=start, total=args.max_steps, disable=rank != 0)
-    seen, busy = 0, 0.0  # tokens (all processes) and seconds spent in steps since this process began
-    for step in progress:
-        began = time.perf_counter()
-        set_learning_rate(optimizer, args, step)
-        totals = torch.zeros(3, device=device)  # loss, ce, mse summed over this process's micro-batches
-        tokens = 0
-        for _ in micro_indexes:
-            batch, latents, noise = next(batches)  # latents: one per batch.vae_images
-            batch, noise = batch.to(device), noise.to(device)
-            if args.fsdp and world > 1:
-                check_same_parts(batch, step, device)
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                result = wrapped(batch, latents, noise=noise, ce_weight=args.ce_weight, mse_weight=args.mse_weight)
-            (result["loss"] / args.accum).backward()
-            totals += torch.stack([result["loss"], result["ce_loss"], result["mse_loss"]]).detach().float()
-            tokens += batch.sequence_length
-        if world > 1:
-            dist.all_reduce(totals)
-        totals /= args.accum * world
-        if not torch.isfinite(totals).all():
-            last = f"the last good checkpoint is {resume_dir}" if resume_dir.exists() else "no checkpoint was written"
-            sys.exit(f"error: the loss became {totals[0].item()} at step {step + 1}; stopped ({last})")
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            decay = ema_decay(args, step)
-            torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1 - decay)
-        loss, ce, mse = totals.tolist()
-        seen, busy = seen + tokens * world, busy + time.perf_counter() - began
-        progress.set_postfix(
-            {"loss": f"{loss:.4f}", "ce": f"{ce:.3f}", "mse": f"{mse:.4f}", "tok/s": f"{seen / busy:.0f}"}
-        )
-        if rank == 0:
-            runs.append_log_row(log_path, [step + 1, loss, ce, mse])
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
-            if args.stage == "lm":  # the generation expert starts as the language model (nothing of it trained)
-                copy_understanding_expert(dict(model.named_parameters()))
-                copy_understanding_expert(ema)
-            state = {"args": vars(args)}
-            runs.save_run_checkpoint(
-                out, step + 1, model, ema, autoencoder, optimizer, data.tokenizer, state, args.keep, rank
+    # The data worker holds a copy of OUT/.lock: it must stop with the loop, not when it is garbage collected.
+    with contextlib.closing(prepared.ahead(workers)) as batches:
+        progress = tqdm(steps, initial=start, total=args.max_steps, disable=rank != 0)
+        seen, busy = 0, 0.0  # tokens (all processes) and seconds spent in steps since this process began
+        for step in progress:
+            began = time.perf_counter()
+            set_learning_rate(optimizer, args, step)
+            totals = torch.zeros(3, device=device)  # loss, ce, mse summed over this process's micro-batches
+            tokens = 0
+            for _ in micro_indexes:
+                batch, latents, noise = next(batches)  # latents: one per batch.vae_images
+                batch, noise = batch.to(device), noise.to(device)
+                if args.fsdp and world > 1:
+                    check_same_parts(batch, step, device)
+                with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                    result = wrapped(batch, latents, noise=noise, ce_weight=args.ce_weight, mse_weight=args.mse_weight)
+                (result["loss"] / args.accum).backward()
+                totals += torch.stack([result["loss"], result["ce_loss"], result["mse_loss"]]).detach().float()
+                tokens += batch.sequence_length
+            if world > 1:
+                dist.all_reduce(totals)
+            totals /= args.accum * world
+            if not torch.isfinite(totals).all():
+                last = (
+                    f"the last good checkpoint is {resume_dir}" if resume_dir.exists() else "no checkpoint was written"
+                )
+                sys.exit(f"error: the loss became {totals[0].item()} at step {step + 1}; stopped ({last})")
+            update(optimizer, trainable, model, ema, args, step)
+            loss, ce, mse = totals.tolist()
+            seen, busy = seen + tokens * world, busy + time.perf_counter() - began
+            progress.set_postfix(
+                {"loss": f"{loss:.4f}", "ce": f"{ce:.3f}", "mse": f"{mse:.4f}", "tok/s": f"{seen / busy:.0f}"}
             )
             if rank == 0:
-                runs.plot_losses(log_path, out / "loss.png")
-                if args.eval_every and ((step + 1) // args.checkpoint_every) % args.eval_every == 0:
-                    evaluate_checkpoint(out, step + 1, args)
+                runs.append_log_row(log_path, [step + 1, loss, ce, mse])
+            if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
+                if args.stage == "lm":  # the generation expert starts as the language model (nothing of it trained)
+                    copy_understanding_expert(dict(model.named_parameters()))
+                    copy_understanding_expert(ema)
+                state = {"args": vars(args)}
+                runs.save_run_checkpoint(
+                    out, step + 1, model, ema, autoencoder, optimizer, data.tokenizer, state, args.keep, rank
+                )
+                if rank == 0:
+                    runs.plot_losses(log_path, out / "loss.png")
+                    if args.eval_every and ((step + 1) // args.checkpoint_every) % args.eval_every == 0:
+                        evaluate_checkpoint(out, step + 1, args)
     if world > 1:
         dist.destroy_process_group()
 
@@ -398,12 +407,7 @@ def train_vit(args) -> None:
         texts = heads["text_tower"](ids.to(device), lengths.to(device))
         loss = heads["loss"](heads["image_head"](tokens, counts), texts)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            decay = ema_decay(args, step)
-            torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1 - decay)
+        update(optimizer, trainable, model, ema, args, step)
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
             state = {"args": vars(args)}

@@ -1,6 +1,7 @@
 """train.py: exact resume (also after SIGKILL during a checkpoint write), NaN stop, DDP and FSDP2 runs."""
 
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -103,6 +104,7 @@ def test_a_data_worker_gives_the_run_of_the_training_thread(data, tmp_path):
     """--workers 1 (the CPU default) packs and encodes in another process: the same batches, the same run."""
     train.main(run_args(data, tmp_path / "here", 4, "--workers", "0"))
     train.main(run_args(data, tmp_path / "worker", 4, "--workers", "1"))
+    assert not multiprocessing.active_children()  # the worker stopped with the run (it held a copy of OUT/.lock)
     here, worker = (load_rows(tmp_path / run / "loss.csv") for run in ("here", "worker"))
     # The worker encodes on one thread, this process on all: float32 convolutions may sum in another order
     # (about 1e-7 relative); a different batch or noise draw changes the losses by 1e-2 or more.
