@@ -1,6 +1,6 @@
 """The embedded toy model from scratch in one command: BAGEL's recipe (paper section 3, Table 3) in miniature.
 
-    python -m bagel_mini.recipe --out runs/recipe          # every stage, about 85 minutes on a 2-core CPU
+    python -m bagel_mini.recipe --out runs/recipe          # every stage (89 minutes on a shared 2-core CPU)
     python -m bagel_mini.recipe --out runs/recipe          # again: finished stages are skipped, one cut short resumes
     python sample.py --checkpoint runs/recipe/model         # the result, in the layout sample.py reads
 
