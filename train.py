@@ -337,7 +337,7 @@ def train(args) -> None:
                 {"loss": f"{loss:.4f}", "ce": f"{ce:.3f}", "mse": f"{mse:.4f}", "tok/s": f"{seen / busy:.0f}"}
             )
             if rank == 0:
-                runs.append_log_row(log_path, [step + 1, loss, ce, mse])
+                runs.append_log_row(log_path, [step + 1, loss, ce, mse, tokens * world])
             if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
                 if args.stage == "lm":  # the generation expert starts as the language model (nothing of it trained)
                     copy_understanding_expert(dict(model.named_parameters()))

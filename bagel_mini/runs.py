@@ -217,7 +217,7 @@ def _distribute_like(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 def keep_log_rows(path: Path, step: int) -> None:
     """On resume, drop log rows after the checkpoint's step (a killed run may have logged further)."""
     if not path.exists():
-        path.write_text("step,loss,ce,mse\n")
+        path.write_text("step,loss,ce,mse,tokens\n")  # tokens: this step's, all processes
         return
     rows = list(csv.reader(path.read_text().splitlines()))
     kept = [rows[0]] + [row for row in rows[1:] if int(row[0]) <= step]
