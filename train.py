@@ -59,6 +59,7 @@ STAGE_MIXES = {
 }
 BAGEL_ONLY = ("--arch", "--init", "--tokens", "--accum", "--ema", "--ce-weight", "--mse-weight", "--timestep-shift")
 BAGEL_ONLY += ("--dropout", "--eval-every", "--eval-n", "--fsdp", "--compile", "--workers", "--tokenizer")
+BAGEL_ONLY += ("--edit-context",)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,6 +103,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Shapes World: generation : understanding tasks as R : 1, each kind's proportions kept\n"
         "(default: the stage's mix; 4 : 1 in pretraining)",
     )
+    parser.add_argument(
+        "--mix",
+        type=flags.mix,
+        help="Shapes World: the tasks to draw and their weights, e.g. text_to_image=0.7,vqa=0.3\n"
+        "(default: the stage's mix, shapes_world.DEFAULT_MIX in pretraining)",
+    )
+    parser.add_argument(
+        "--edit-context",
+        choices=["vae+vit", "vae"],
+        default="vae+vit",
+        help="Shapes World edits: the source image as VAE and ViT tokens (BAGEL), or as VAE tokens only",
+    )
     parser.add_argument("--max-steps", type=flags.at_least(1), default=2000, help="optimiser steps in all")
     parser.add_argument("--tokens", type=flags.at_least(1), default=1024, help="token budget of one micro-batch")
     parser.add_argument("--accum", type=flags.at_least(1), default=1, help="micro-batches per step and process")
@@ -141,6 +154,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"{', '.join(sorted(given & set(BAGEL_ONLY)))}: no effect with --stage vae (Bagel stages only)")
     if args.gen_ratio and (args.stage in ("lm", "vit", "align", "vae") or args.data != "shapes"):
         parser.error(f"--gen-ratio: for the Shapes World stages with both kinds of tasks, not --stage {args.stage}")
+    for flag, given_here in (("--mix", args.mix), ("--edit-context", args.edit_context != "vae+vit")):
+        if given_here and (args.stage in ("lm", "vit", "vae") or args.data != "shapes"):
+            parser.error(f"{flag}: for the Shapes World Bagel stages, not --stage {args.stage} with --data {args.data}")
     if args.stage in ("lm", "vit") and args.data != "shapes":
         parser.error(f"--stage {args.stage}: trains on Shapes World (--data shapes), not on {args.data}")
     if args.stage != "vae" and args.decoder_only:
@@ -217,7 +233,7 @@ def make_optimizer(parameters: list[nn.Parameter], args) -> torch.optim.Optimize
 
 # The flags that fix what a run draws and trains: a resumed run must keep them, or it is not the same run.
 RUN_FLAGS = ("stage", "preset", "arch", "seed", "data", "image_size", "gen_ratio", "tokens", "accum", "dropout")
-RUN_FLAGS += ("decoder_only",)
+RUN_FLAGS += ("decoder_only", "mix", "edit_context")
 
 
 def check_same_run(args) -> None:
@@ -273,10 +289,11 @@ def train(args) -> None:
     config.vae = autoencoder.config
     if args.data == "shapes":  # what sample.py draws at by default
         config.train_image_size = args.image_size
-    mix, text_only = STAGE_MIXES[args.stage], args.stage == "lm"
+    mix, text_only = args.mix or STAGE_MIXES[args.stage], args.stage == "lm"
     if args.gen_ratio:
         mix = shapes_world.with_ratio(mix or shapes_world.DEFAULT_MIX, args.gen_ratio)
-    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config), mix, text_only)
+    edit_vit = args.edit_context == "vae+vit"
+    data = open_data(args.data, args.image_size, vit_resize(config), vae_resize(config), mix, text_only, edit_vit)
     data.tokenizer = read_tokenizer(args, data, config)
     pack_config = PackConfig.for_model(config, data.tokenizer.special_ids, dropout=ConditionDropout(*args.dropout))
     model = Bagel(config)
@@ -324,6 +341,9 @@ def train(args) -> None:
                 tokens += batch.sequence_length
             if world > 1:
                 dist.all_reduce(totals)
+                counted = torch.tensor(tokens, dtype=torch.float64, device=device)
+                dist.all_reduce(counted)
+                tokens = int(counted.item())  # every process's
             totals /= args.accum * world
             if not torch.isfinite(totals).all():
                 last = (
@@ -332,12 +352,12 @@ def train(args) -> None:
                 sys.exit(f"error: the loss became {totals[0].item()} at step {step + 1}; stopped ({last})")
             update(optimizer, trainable, model, ema, args, step)
             loss, ce, mse = totals.tolist()
-            seen, busy = seen + tokens * world, busy + time.perf_counter() - began
+            seen, busy = seen + tokens, busy + time.perf_counter() - began
             progress.set_postfix(
                 {"loss": f"{loss:.4f}", "ce": f"{ce:.3f}", "mse": f"{mse:.4f}", "tok/s": f"{seen / busy:.0f}"}
             )
             if rank == 0:
-                runs.append_log_row(log_path, [step + 1, loss, ce, mse, tokens * world])
+                runs.append_log_row(log_path, [step + 1, loss, ce, mse, tokens])
             if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.max_steps:
                 if args.stage == "lm":  # the generation expert starts as the language model (nothing of it trained)
                     copy_understanding_expert(dict(model.named_parameters()))

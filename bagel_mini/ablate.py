@@ -3,23 +3,26 @@
     python -m bagel_mini.ablate mot-vs-dense            # Figure 3: dense, MoE and MoT, 3 seeds
     python -m bagel_mini.ablate data-ratio              # Figure 5: generation : understanding 1:1, 2:1, 4:1
     python -m bagel_mini.ablate lr                      # Figure 6: three learning rates, then loss weights
+    python -m bagel_mini.ablate vit-context             # Figure 7 (iii): editing from VAE tokens, or VAE + ViT
+    python -m bagel_mini.ablate emergence               # Figure 7 (i-ii): when each ability appears
+    python -m bagel_mini.ablate think                   # Table 6: reasoning prompts with and without think mode
     python -m bagel_mini.ablate NAME --quick            # a few steps of everything (to check that it runs)
 
-Each finding trains its variants with train.py on Shapes World, on identical data: the same seed gives
-every variant the same batches, CFG drops, timesteps and noise, and only the variant's flags differ.
-A run trains in segments; after each, its raw weights are scored on fixed validation sets, never on
-the training loss:
-- understanding: the mean CE of the answer tokens of 64 fixed questions and captions;
-- generation: the velocity MSE per latent value of 64 fixed text-to-image samples at t = 0.3, 0.6 and 0.9
-  (posterior-mean latents, one fixed noise), averaged over the three.
-OUT/NAME/results.json holds every point and the verdict, OUT/NAME/curves.png the curves (mean over
-seeds, the band from the lowest to the highest seed). Stopped, a finding resumes where it was: finished
-segments are kept in results.json and train.py resumes its run exactly.
+Each training finding trains its variants with train.py on Shapes World, on identical data: the same seed
+gives every variant the same batches, CFG drops, timesteps and noise, and only the variant's flags differ.
+A run trains in segments; after each, the run is measured on fixed sets, never on its training loss:
+validation losses of its raw weights (validation.py), or for `emergence` the benchmark scores of its EMA
+weights (evaluate.py). `think` trains nothing: it scores a checkpoint (the embedded model by default).
+
+OUT/NAME/results.json holds every point and the verdict, OUT/NAME/curves.png the plot (the mean over seeds,
+the band from the lowest to the highest seed). Stopped, a finding resumes where it was: finished segments
+are kept in results.json and train.py resumes its run exactly.
 """
 
 import argparse
 import csv
 import json
+import math
 import random
 import statistics
 import subprocess
@@ -28,24 +31,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from bagel_mini import checkpoint, shapes_world
-from bagel_mini.cfg import NO_DROPOUT
-from bagel_mini.config import load_config_dir, preset, write_json_atomic
+from bagel_mini import DEFAULT_MODEL, evaluate, shapes_world
+from bagel_mini.config import preset, write_json_atomic
 from bagel_mini.data import ShapesData
 from bagel_mini.flags import HelpFormatter
-from bagel_mini.flow import raw_timestep
-from bagel_mini.images import patchify, to_tensor
-from bagel_mini.model import Bagel
-from bagel_mini.navit import PackConfig, Text, VaeImage, pack
+from bagel_mini.inference import ImageSettings
+from bagel_mini.shapes_world.detection import detect
+from bagel_mini.shapes_world.scoring import geneval_correct, geneval_scores, vqa_accuracy
 from bagel_mini.tokenizer import BagelTokenizer
+from bagel_mini.validation import LOSSES, validation_losses
 
 TRAIN = Path(__file__).parents[1] / "train.py"
-VALIDATION_SIZE, VALIDATION_TIMES = 64, (0.3, 0.6, 0.9)
+IMAGE_SIZE, SAMPLING_STEPS = 64, 25
 COMMON = ["--tokens", "1024", "--warmup", "100", "--keep", "1"]  # every run of every finding
+# The default mix with reasoning edits, for the editing findings: generation : understanding still 4 : 1.
+EDIT_MIX = "text_to_image=0.4,edit=0.2,reasoning_edit=0.1,reasoning=0.05,video=0.05,vqa=0.15,caption=0.05"
 
 
 @dataclass
@@ -54,8 +57,13 @@ class Finding:
     variants: dict[str, list[str]]  # name -> train.py flags
     seeds: int
     steps: int
-    segments: int  # validation points along each run
+    segments: int  # measured points along each run
+    curves: tuple[str, ...] = ("ce", "mse")  # what each point measures: validation LOSSES or SCORES
+    final: tuple[str, ...] = ("geneval", "vqa", "edit")  # SCORES at the end of each run
+    n: int = 10  # prompts, questions or edits behind each score
 
+
+SCORES = ("geneval", "vqa", "edit", "reasoning_edit")
 
 FINDINGS = {
     "mot-vs-dense": Finding(
@@ -87,51 +95,75 @@ FINDINGS = {
         steps=1500,
         segments=5,
     ),
+    "vit-context": Finding(
+        "Giving the source image to the ViT as well as the VAE improves editing, most of all the edits that "
+        "need reasoning (Figure 7, iii)",
+        {
+            "VAE + ViT": ["--mix", EDIT_MIX],
+            "VAE only": ["--mix", EDIT_MIX, "--edit-context", "vae"],
+        },
+        seeds=2,
+        steps=2000,
+        segments=4,
+        curves=("edit_mse", "reasoning_edit_mse"),
+        final=("edit", "reasoning_edit"),
+        n=50,
+    ),
+    "emergence": Finding(
+        "Abilities appear in order as training goes on: understanding and generation first, then editing, "
+        "and the edits that need reasoning last (Figure 7, i-ii)",
+        {"default mix and reasoning edits": ["--mix", EDIT_MIX]},
+        seeds=1,
+        steps=6000,
+        segments=6,
+        curves=SCORES,
+        final=(),
+        n=30,
+    ),
 }
+THINK_CLAIM = "Thinking before drawing (think mode) raises the score of prompts that need reasoning (Table 6)"
+THINK_N = 100
+PEAK_SHARE = 0.85  # emergence: an ability has appeared once it reaches this share of its peak
 
 
 # ---------------------------------------------------------------------------------------------
-# The fixed validation sets
+# Measuring a run
 
 
-def validation_samples(tokenizer: BagelTokenizer, image_size: int) -> tuple[list, list]:
-    """64 understanding samples (questions and captions) and 64 text-to-image samples, the same every time."""
-    rng = random.Random("ablation validation")
-    understanding, generation = [], []
-    for index in range(VALIDATION_SIZE):
-        kind = "caption" if index % 4 == 0 else None
-        task = shapes_world.question(rng, image_size, kind)
-        understanding.append(shapes_world.to_sample(task, tokenizer.encode, rng))
-        prompt = shapes_world.text_to_image(rng, image_size)
-        generation.append((prompt.prompt, to_tensor(prompt.image)))
-    return understanding, generation
+def ability_scores(directory: Path, names: tuple[str, ...], n: int, edit_vit: bool = True) -> dict[str, float]:
+    """The scores `names` (of SCORES) of a checkpoint's EMA weights: n prompts per MiniGenEval category,
+    n MiniVQA questions, n MiniEdit edits, n reasoning edits; edits from VAE (and ViT) tokens."""
+    if not names:
+        return {}
+    engine = evaluate.load_inferencer(str(directory))
+    prompts, questions, edits = evaluate.benchmark(n, seed=0, image_size=IMAGE_SIZE)
+    scores = {}
+    if "geneval" in names:
+        drawn = [evaluate.draw(engine, [t.prompt], i, IMAGE_SIZE, SAMPLING_STEPS) for i, t in enumerate(prompts)]
+        results = [(t.metadata["tag"], geneval_correct(detect(image), t.metadata)) for image, t in zip(drawn, prompts)]
+        scores["geneval"] = geneval_scores(results)["overall"]
+    if "vqa" in names:
+        answers = [
+            engine.interleave([q.image, q.question], understanding=True, max_think_tokens=32)[0] for q in questions
+        ]
+        scores["vqa"] = vqa_accuracy(answers, [q.answer for q in questions])
+    if "edit" in names:
+        scores["edit"] = evaluate.edit_score(engine, edits, IMAGE_SIZE, SAMPLING_STEPS, edit_vit)
+    if "reasoning_edit" in names:
+        reasoning = evaluate.reasoning_edits(n, seed=0, image_size=IMAGE_SIZE)
+        scores["reasoning_edit"] = evaluate.edit_score(engine, reasoning, IMAGE_SIZE, SAMPLING_STEPS, edit_vit)
+    return scores
 
 
-@torch.no_grad()
-def validation_losses(run: Path, image_size: int) -> dict[str, float]:
-    """The run's raw weights (OUT/last/model.safetensors) on the validation sets: CE and velocity MSE."""
-    directory = run / "last"
-    config = load_config_dir(directory)
-    tokenizer = BagelTokenizer.from_dir(directory)
-    autoencoder = checkpoint.load_autoencoder(directory)
-    model = Bagel(config)
-    model.load_state_dict(load_file(directory / "model.safetensors"))
-    model.eval()
-    pack_config = PackConfig.for_model(config, tokenizer.special_ids, dropout=NO_DROPOUT)
-    understanding, generation = validation_samples(tokenizer, image_size)
-    ce = model(pack(understanding, pack_config, random.Random(0)), [])["ce"]
-    samples = [[Text(tokenizer.encode(prompt)), VaeImage(pixels, loss=True)] for prompt, pixels in generation]
-    batch = pack(samples, pack_config, random.Random(0))
-    latents = list(autoencoder.encode_mean(torch.stack([pixels for _, pixels in generation])))
-    noise_generator = torch.Generator().manual_seed(0)
-    noise = torch.cat(
-        [patchify(torch.randn(latent.shape, generator=noise_generator), config.latent_patch_size) for latent in latents]
-    )
-    mse = []
-    for t in VALIDATION_TIMES:
-        batch.raw_timesteps = torch.full_like(batch.raw_timesteps, raw_timestep(t, config.timestep_shift))
-        mse.append(model(batch, latents, noise=noise)["mse"].mean().item())
-    return {"ce": ce.mean().item(), "mse": statistics.mean(mse)}
+def measure(run: Path, names: tuple[str, ...], n: int, edit_vit: bool) -> dict[str, float]:
+    losses = tuple(name for name in names if name in LOSSES)
+    measured = validation_losses(run, losses, IMAGE_SIZE, edit_vit) if losses else {}
+    return {**measured, **ability_scores(run / "last", tuple(name for name in names if name in SCORES), n, edit_vit)}
+
+
+def tokens_seen(run: Path) -> int:
+    """The tokens the run has trained on so far: the sum of train.py's per-step log (OUT/loss.csv)."""
+    return sum(int(row["tokens"]) for row in csv.DictReader((run / "loss.csv").read_text().splitlines()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,23 +190,10 @@ def run_segment(run: Path, flags: list[str], seed: int, step: int, every: int, p
         sys.exit(f"error: {run} stopped (its message is above); run the same command again to resume")
 
 
-def tokens_seen(run: Path) -> int:
-    """The tokens the run has trained on so far: the sum of train.py's per-step log (OUT/loss.csv)."""
-    return sum(int(row["tokens"]) for row in csv.DictReader((run / "loss.csv").read_text().splitlines()))
-
-
-def final_scores(run: Path, n: int, image_size: int, steps: int) -> dict:
-    from bagel_mini.evaluate import model_scores
-
-    scores = model_scores(str(run / "last"), n, seed=0, image_size=image_size, steps=steps, max_tokens=32)
-    return {"geneval": scores["geneval"]["overall"], "vqa": scores["vqa"], "edit": scores["edit"], "n": n}
-
-
 def run_finding(name: str, out: Path, quick: bool, preset: str, device: str | None) -> dict:
     finding = FINDINGS[name]
     steps, segments, seeds = (2, 1, 1) if quick else (finding.steps, finding.segments, finding.seeds)
-    every, image_size = steps // segments, 64
-    score_n, score_steps = (1, 3) if quick else (10, 25)  # prompts per category, sampling steps
+    n, every = 1 if quick else finding.n, steps // segments
     directory = out / name
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "results.json"
@@ -183,52 +202,83 @@ def run_finding(name: str, out: Path, quick: bool, preset: str, device: str | No
     runs = [(variant, seed) for variant in finding.variants for seed in range(seeds)]
     progress = tqdm(total=len(runs) * segments, desc=name, position=0)
     for variant, seed in runs:
-        key = f"{variant} / seed {seed}"
+        key, flags = f"{variant} / seed {seed}", finding.variants[variant]
+        edit_vit = "--edit-context" not in flags  # its one other value: edits from VAE tokens alone
         record = results["runs"].setdefault(key, {"variant": variant, "seed": seed, "curve": []})
         run = directory / "runs" / f"{variant.replace(' ', '_').replace(',', '').replace(':', '-')}_seed{seed}"
         progress.update(len(record["curve"]))
         for segment in range(len(record["curve"]) + 1, segments + 1):
             began = time.perf_counter()
-            run_segment(run, finding.variants[variant], seed, segment * every, every, preset, device)
+            run_segment(run, flags, seed, segment * every, every, preset, device)
             point = {"step": segment * every, "tokens": tokens_seen(run), "seconds": time.perf_counter() - began}
-            record["curve"].append({**point, **validation_losses(run, image_size)})
+            record["curve"].append({**point, **measure(run, finding.curves, n, edit_vit)})
             write_json_atomic(path, results, overwrite=True)
             progress.update(1)
         if "scores" not in record:
             record["parameters"] = sum(t.numel() for t in load_file(run / "last" / "model.safetensors").values())
-            record["scores"] = final_scores(run, score_n, image_size, score_steps)
+            record["scores"] = {**ability_scores(run / "last", finding.final, n, edit_vit), "n": n}
             write_json_atomic(path, results, overwrite=True)
     progress.close()
-    results["summary"] = summarise(results, finding)
+    results["summary"] = summarise(results, finding, n)
     results["verdict"] = verdict(name, results["summary"])
     write_json_atomic(path, results, overwrite=True)
     plot(results, finding, directory / "curves.png")
     return results
 
 
-def summarise(results: dict, finding: Finding) -> dict:
-    """Per variant: the final CE and MSE (mean, and the spread between seeds), step time, parameters, scores."""
+def summarise(results: dict, finding: Finding, n: int) -> dict:
+    """Per variant: the final value of each curve (mean, and the spread between seeds), step time, parameters,
+    final scores; for emergence, each ability's first and peak score and the tokens it took to appear."""
     summary = {}
     for variant in finding.variants:
         records = [r for r in results["runs"].values() if r["variant"] == variant]
-        finals = {loss: [r["curve"][-1][loss] for r in records] for loss in ("ce", "mse")}
+        finals = {curve: [r["curve"][-1][curve] for r in records] for curve in finding.curves}
         seconds = [sum(p["seconds"] for p in r["curve"]) / r["curve"][-1]["step"] for r in records]
         summary[variant] = {
-            **{loss: statistics.mean(values) for loss, values in finals.items()},
-            **{f"{loss}_spread": max(values) - min(values) for loss, values in finals.items()},
+            **{curve: statistics.mean(values) for curve, values in finals.items()},
+            **{f"{curve}_spread": max(values) - min(values) for curve, values in finals.items()},
             "seconds_per_step": statistics.mean(seconds),
             "parameters": records[0]["parameters"],
-            "geneval": statistics.mean(r["scores"]["geneval"] for r in records),
-            "vqa": statistics.mean(r["scores"]["vqa"] for r in records),
+            **{score: statistics.mean(r["scores"][score] for r in records) for score in finding.final},
         }
+        if finding.curves == SCORES:
+            summary[variant]["abilities"] = {score: appearance(records[0]["curve"], score, n) for score in SCORES}
     return summary
+
+
+def appearance(curve: list[dict], score: str, n: int) -> dict:
+    """When an ability appeared: the tokens at which it first reached PEAK_SHARE of its peak, and whether its
+    peak stands above its first measured point by more than two standard errors (else it did not appear)."""
+    values = [point[score] for point in curve]
+    peak = max(values)
+    error = math.sqrt(max(peak * (1 - peak), 1 / n) / n)  # binomial; at 0 or 1, as if one answer in n differed
+    reached = next(point["tokens"] for point in curve if point[score] >= PEAK_SHARE * peak)
+    return {"first": values[0], "peak": peak, "error": error, "tokens": reached, "rose": peak - values[0] > 2 * error}
 
 
 def verdict(name: str, summary: dict) -> dict:
     """What came out, in a sentence, and whether it agrees with the paper's claim."""
-    mse = {variant: values["mse"] for variant, values in summary.items()}
+    if name == "emergence":
+        return emergence_verdict(next(iter(summary.values()))["abilities"])
+    loss = "edit_mse" if name == "vit-context" else "mse"
+    mse = {variant: values[loss] for variant, values in summary.items()}
+    spread = max(values[f"{loss}_spread"] for values in summary.values())
+    if name == "vit-context":
+        reasoning = {variant: values["reasoning_edit_mse"] for variant, values in summary.items()}
+        gaps = mse["VAE only"] - mse["VAE + ViT"], reasoning["VAE only"] - reasoning["VAE + ViT"]
+        spreads = spread, max(values["reasoning_edit_mse_spread"] for values in summary.values())
+        agrees = all(gap > noise for gap, noise in zip(gaps, spreads))
+        scores = ", ".join(
+            f"{variant} MiniEdit {values['edit']:.2f}, reasoning edits {values['reasoning_edit']:.2f}"
+            for variant, values in summary.items()
+        )
+        text = (
+            f"validation MSE on edits: VAE + ViT {mse['VAE + ViT']:.4f}, VAE only {mse['VAE only']:.4f} (ViT tokens "
+            f"lower it by {gaps[0]:+.4f}; seeds up to {spreads[0]:.4f} apart); on reasoning edits by {gaps[1]:+.4f} "
+            f"(seeds up to {spreads[1]:.4f} apart); {scores}"
+        )
+        return {"text": text, "agrees": agrees}
     ce = {variant: values["ce"] for variant, values in summary.items()}
-    spread = max(values["mse_spread"] for values in summary.values())
     listed = ", ".join(f"{variant} {mse[variant]:.4f} (CE {ce[variant]:.3f})" for variant in summary)
     if name == "mot-vs-dense":
         rival = min((variant for variant in mse if variant != "mot"), key=mse.get)
@@ -262,27 +312,121 @@ def verdict(name: str, summary: dict) -> dict:
     return {"text": text, "agrees": agrees}
 
 
+def emergence_verdict(abilities: dict) -> dict:
+    """The paper's order: understanding and generation before editing, editing before reasoning edits."""
+    described = [
+        f"{score} {a['first']:.2f} -> peak {a['peak']:.2f} (± {a['error']:.2f}), "
+        + (f"85% of it after {a['tokens'] / 1e6:.1f}M tokens" if a["rose"] else "did not rise beyond its noise")
+        for score, a in abilities.items()
+    ]
+    tokens = {score: a["tokens"] for score, a in abilities.items()}
+    ordered = max(tokens["vqa"], tokens["geneval"]) <= tokens["edit"] <= tokens["reasoning_edit"]
+    agrees = all(a["rose"] for a in abilities.values()) and ordered
+    return {"text": "; ".join(described), "agrees": agrees}
+
+
 def plot(results: dict, finding: Finding, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    figure, axes = plt.subplots(1, len(finding.curves), figsize=(5 * len(finding.curves), 3.6), squeeze=False)
     for variant in finding.variants:
         records = [r for r in results["runs"].values() if r["variant"] == variant]
         points = range(len(records[0]["curve"]))
         tokens = [statistics.mean(r["curve"][i]["tokens"] for r in records) / 1e6 for i in points]
-        for ax, loss in zip(axes, ("ce", "mse")):
-            values = [[r["curve"][i][loss] for r in records] for i in points]
+        for ax, curve in zip(axes[0], finding.curves):
+            values = [[r["curve"][i][curve] for r in records] for i in points]
             ax.plot(tokens, [statistics.mean(v) for v in values], marker="o", markersize=3, label=variant)
             if len(records) > 1:
                 ax.fill_between(tokens, [min(v) for v in values], [max(v) for v in values], alpha=0.2)
-    for ax, title in zip(axes, ("understanding: validation CE", "generation: validation velocity MSE")):
-        ax.set_title(title)
+    for ax, curve in zip(axes[0], finding.curves):
+        ax.set_title(TITLES[curve], fontsize=9)
         ax.set_xlabel("tokens seen (millions)")
-        ax.legend()
+        ax.legend(fontsize=7)
     figure.suptitle(f"{results['finding']}: {results['verdict']['text'][:110]}...", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+TITLES = {
+    "ce": "understanding: validation CE",
+    "mse": "generation: validation velocity MSE",
+    "edit_mse": "editing: validation velocity MSE",
+    "reasoning_edit_mse": "reasoning edits: validation velocity MSE",
+    "geneval": "MiniGenEval",
+    "vqa": "MiniVQA",
+    "edit": "MiniEdit",
+    "reasoning_edit": "reasoning edits (MiniEdit's rule)",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Think mode (no training)
+
+
+def run_think(out: Path, quick: bool, model: str) -> dict:
+    """Reasoning prompts drawn with and without think mode, and their resolved prompts drawn directly (what
+    the model draws once the reasoning is done for it), all scored by MiniGenEval's rule; and how often
+    the model's own think trace arrives at the right prompt."""
+    n = 2 if quick else THINK_N
+    rng = random.Random("think finding")
+    tasks = [shapes_world.reasoning(rng, IMAGE_SIZE) for _ in range(n)]
+    engine, settings = evaluate.load_inferencer(model), ImageSettings(num_timesteps=SAMPLING_STEPS)
+    correct = {"without think": [], "with think": [], "the resolved prompt": []}
+    traces = []
+    for index, task in enumerate(tqdm(tasks, desc="think")):
+        options = dict(image_size=(IMAGE_SIZE, IMAGE_SIZE), settings=settings, seed=index)
+        trace, thought = engine.interleave([task.prompt], think=True, max_think_tokens=64, **options)
+        traces.append(f"so i draw {task.resolved}" in trace)
+        drawn = {
+            "without think": evaluate.draw(engine, [task.prompt], index, IMAGE_SIZE, SAMPLING_STEPS),
+            "with think": thought,
+            "the resolved prompt": evaluate.draw(engine, [task.resolved], index, IMAGE_SIZE, SAMPLING_STEPS),
+        }
+        for mode, image in drawn.items():
+            correct[mode].append(geneval_correct(detect(image), task.metadata))
+    scores = {mode: sum(values) / n for mode, values in correct.items()}
+    error = math.sqrt(sum(max(p * (1 - p), 1 / n) for p in (scores["with think"], scores["without think"])) / n)
+    gain = scores["with think"] - scores["without think"]
+    text = (
+        f"{n} reasoning prompts: {scores['without think']:.2f} without think, {scores['with think']:.2f} with "
+        f"(a gain of {gain:+.2f} ± {error:.2f}); the model's trace reaches the right prompt in "
+        f"{sum(traces) / n:.2f}; drawn from the resolved prompts directly: {scores['the resolved prompt']:.2f}"
+    )
+    results = {
+        "finding": "think",
+        "claim": THINK_CLAIM,
+        "model": model,
+        "n": n,
+        "quick": quick,
+        "scores": scores,
+        "trace_correct": sum(traces) / n,
+        "verdict": {"text": text, "agrees": gain > 2 * error},
+    }
+    directory = out / "think"
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(directory / "results.json", results, overwrite=True)
+    plot_think(results, directory / "curves.png")
+    return results
+
+
+def plot_think(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes, n = list(results["scores"]), results["n"]
+    values = [results["scores"][mode] for mode in modes] + [results["trace_correct"]]
+    errors = [math.sqrt(max(p * (1 - p), 1 / n) / n) for p in values]
+    figure, ax = plt.subplots(figsize=(6, 3.4))
+    ax.bar([*modes, "trace right"], values, yerr=errors, capsize=4, color=["C0", "C1", "C2", "C7"])
+    ax.set_ylabel(f"share of {n} reasoning prompts")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"think: {results['verdict']['text'][:90]}...", fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -292,13 +436,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bagel_mini.ablate", description=__doc__.split("\n")[0], formatter_class=HelpFormatter
     )
-    parser.add_argument("name", choices=sorted(FINDINGS), help="the finding")
+    parser.add_argument("name", choices=[*FINDINGS, "think"], help="the finding")
     parser.add_argument("--out", default="runs/ablate", help="results go to OUT/NAME/")
     parser.add_argument("--quick", action="store_true", help="a few steps of everything, one seed")
     parser.add_argument("--preset", default="toy", help="model size (train.py --preset)")
     parser.add_argument("--device", help="train.py --device (default: cuda if available)")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="think: the checkpoint to score")
     args = parser.parse_args(argv)
-    results = run_finding(args.name, Path(args.out), args.quick, args.preset, args.device)
+    if args.name == "think":
+        results = run_think(Path(args.out), args.quick, args.model)
+    else:
+        results = run_finding(args.name, Path(args.out), args.quick, args.preset, args.device)
     agreement = "agrees with" if results["verdict"]["agrees"] else "disagrees with"
     print(f"{args.name}: {results['verdict']['text']}")
     print(f"this {agreement} the paper: {results['claim']}")

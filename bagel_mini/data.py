@@ -35,12 +35,19 @@ def generator_seed(seed: int, step: int, micro_batch: int) -> int:
 
 class ShapesData:
     """Shapes World tasks drawn by `mix` (task name -> weight; None: the default mix) as packing samples,
-    or with `text_only` their texts alone (one language-model sample per task); its scenes as images."""
+    or with `text_only` their texts alone (one language-model sample per task); its scenes as images.
+    `edit_vit`: edits see their source image as ViT tokens as well as VAE tokens (shapes_world.to_sample)."""
 
     def __init__(
-        self, image_size: int, tokenizer: BagelTokenizer | None = None, mix: dict | None = None, text_only=False
+        self,
+        image_size: int,
+        tokenizer: BagelTokenizer | None = None,
+        mix: dict | None = None,
+        text_only: bool = False,
+        edit_vit: bool = True,
     ):
         self.image_size, self.tokenizer, self.mix, self.text_only = image_size, tokenizer, mix, text_only
+        self.edit_vit = edit_vit
 
     def texts(self):
         """What a toy tokenizer is trained on."""
@@ -50,7 +57,7 @@ class ShapesData:
         task = shapes_world.random_task(rng, image_size=self.image_size, mix=self.mix)
         if self.text_only:
             return [Text(self.tokenizer.encode(" ".join(shapes_world.texts(task))), loss=True)]
-        return shapes_world.to_sample(task, self.tokenizer.encode, rng)
+        return shapes_world.to_sample(task, self.tokenizer.encode, rng, edit_vit=self.edit_vit)
 
     def images(self, rng: random.Random) -> list[Tensor]:
         """One random scene, (3, S, S) in [-1, 1]: what the autoencoder learns to reconstruct."""
@@ -136,10 +143,17 @@ def check_sample(line: str, where: str, folder: Path) -> list[dict]:
 
 
 def open_data(
-    name: str, image_size: int, vit_sizes: tuple | None, vae_sizes: tuple, mix: dict | None = None, text_only=False
+    name: str,
+    image_size: int,
+    vit_sizes: tuple | None,
+    vae_sizes: tuple,
+    mix: dict | None = None,
+    text_only: bool = False,
+    edit_vit: bool = True,
 ) -> ShapesData | JsonlData:
     """`--data`: 'shapes' or the path of a .jsonl file. Give it a tokenizer (`.tokenizer = ...`) to draw samples.
-    `mix` and `text_only`: which Shapes World tasks, and their texts alone (ShapesData); None for a file.
+    `mix`, `text_only` and `edit_vit`: which Shapes World tasks, their texts alone, the edits' context
+    (ShapesData); unused for a file.
 
     vit_sizes, vae_sizes: (max_size, min_size, stride) of the model's encoders (images.vit_resize / vae_resize);
     vit_sizes None for the autoencoder alone, which then needs a file with "vae" images.
@@ -153,7 +167,7 @@ def open_data(
                 f"--image-size {image_size}: Shapes World images must be a multiple of {stride} pixels (ViT patch "
                 f"{vit_sizes[2]}, latent token {vae_sizes[2]}) and at most {largest} for this model"
             )
-        return ShapesData(image_size, mix=mix, text_only=text_only)
+        return ShapesData(image_size, mix=mix, text_only=text_only, edit_vit=edit_vit)
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"--data {path}: no such file")

@@ -78,6 +78,22 @@ def decay(text: str) -> float:
     return value
 
 
+def mix(text: str) -> dict[str, float]:
+    """Shapes World tasks and their weights, "task=weight,task=weight": names from shapes_world.TASKS."""
+    from bagel_mini.shapes_world.tasks import TASKS
+
+    weights = {}
+    for part in text.split(","):
+        name, equals, weight = part.partition("=")
+        if not equals or name.strip() not in TASKS:
+            known = ", ".join(TASKS)
+            raise argparse.ArgumentTypeError(f"{part!r}: need task=weight with a task from {known}")
+        weights[name.strip()] = non_negative(weight)
+    if not sum(weights.values()):
+        raise argparse.ArgumentTypeError(f"{text!r}: the weights sum to 0; give some task a positive weight")
+    return weights
+
+
 def device(text: str) -> str:
     """cpu, cuda or cuda:N, and it must exist on this machine (kept as text: run states are saved as json)."""
     try:

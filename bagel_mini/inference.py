@@ -303,9 +303,11 @@ class Inferencer:
         settings: ImageSettings | None = None,
         seed: int | None = None,
         progress: bool = False,
+        edit_vit: bool = True,
     ) -> list:
         """[PIL image | str, ...] -> outputs: the answer (understanding) or, after an optional think text,
-        an image. The image has the size of the last input image, else `image_size`."""
+        an image. The image has the size of the last input image, else `image_size`. To generate, an input
+        image is given as VAE and ViT tokens, or with `edit_vit` False as VAE tokens only."""
         if not items:
             raise ValueError("nothing to do: the list of items is empty")
         context = no_image = self.empty_context()
@@ -319,7 +321,7 @@ class Inferencer:
                 context, no_image = self.add_text(context, item), self.add_text(no_image, item)
             elif isinstance(item, Image.Image):
                 resized = resize_for_encoder(to_rgb(item), *self.vae_sizes)
-                context = self.add_image(context, resized, vae=not understanding)
+                context = self.add_image(context, resized, vae=not understanding, vit=understanding or edit_vit)
                 image_size = (resized.height, resized.width)
                 no_text = context
             else:

@@ -4,19 +4,22 @@ import json
 
 import pytest
 
-from bagel_mini.ablate import FINDINGS, main, verdict
+from bagel_mini.ablate import FINDINGS, appearance, main, verdict
+from bagel_mini.validation import LOSSES
 
 
 @pytest.mark.parametrize("name", sorted(FINDINGS))
 def test_every_finding_runs_quick_and_writes_its_results(name, tmp_path, capsys):
     main([name, "--out", str(tmp_path), "--quick"])
-    results = json.loads((tmp_path / name / "results.json").read_text())
-    assert {run["variant"] for run in results["runs"].values()} == set(FINDINGS[name].variants)
+    finding, results = FINDINGS[name], json.loads((tmp_path / name / "results.json").read_text())
+    assert {run["variant"] for run in results["runs"].values()} == set(finding.variants)
     for run in results["runs"].values():
         (point,) = run["curve"]  # --quick: one segment of two steps
-        assert point["step"] == 2 and 0 < point["mse"] < 10 and 0 < point["ce"] < 10
-        assert 0 <= run["scores"]["geneval"] <= 1 and run["parameters"] > 0
-    assert set(results["summary"]) == set(FINDINGS[name].variants) and isinstance(results["verdict"]["agrees"], bool)
+        assert point["step"] == 2 and 0 < point["tokens"] <= 2 * 1024
+        for curve in finding.curves:  # losses near their start (about 2 and 6), scores shares
+            assert 0 <= point[curve] < 10 if curve in LOSSES else 0 <= point[curve] <= 1, curve
+        assert all(0 <= run["scores"][score] <= 1 for score in finding.final) and run["parameters"] > 0
+    assert set(results["summary"]) == set(finding.variants) and isinstance(results["verdict"]["agrees"], bool)
     assert (tmp_path / name / "curves.png").stat().st_size > 0
     assert "agrees" in capsys.readouterr().out
     if name == "mot-vs-dense":  # called again, it finds every segment done and trains nothing
@@ -25,6 +28,16 @@ def test_every_finding_runs_quick_and_writes_its_results(name, tmp_path, capsys)
         main([name, "--out", str(tmp_path), "--quick"])
         assert [path.stat().st_mtime_ns for path in lasts] == stamps
         assert json.loads((tmp_path / name / "results.json").read_text())["runs"] == results["runs"]
+
+
+def test_the_think_finding_scores_the_embedded_model_with_and_without_think_mode(tmp_path, capsys):
+    main(["think", "--out", str(tmp_path), "--quick"])
+    results = json.loads((tmp_path / "think" / "results.json").read_text())
+    assert results["n"] == 2 and set(results["scores"]) == {"without think", "with think", "the resolved prompt"}
+    assert all(score in (0, 0.5, 1) for score in results["scores"].values())  # two prompts each
+    assert results["trace_correct"] == 1  # the embedded model's traces resolve these two prompts (checked by hand)
+    assert (tmp_path / "think" / "curves.png").stat().st_size > 0
+    assert "think" in capsys.readouterr().out
 
 
 def summary(**mse_and_ce) -> dict:
@@ -48,3 +61,39 @@ def test_the_verdicts_say_whether_the_paper_is_reproduced():
     assert verdict("lr", summary(**rates))["agrees"]
     rates["lr 3e-4"] = (0.5, 1.2)  # the smallest rate no longer gives the lowest CE
     assert not verdict("lr", summary(**rates))["agrees"]
+
+    edits = {"VAE + ViT": (0.40, 1.0), "VAE only": (0.45, 1.0)}
+    both = {
+        name: {
+            **values,
+            "edit_mse": values["mse"],
+            "reasoning_edit_mse": values["mse"] + 0.1,
+            "edit": 0.1,
+            "reasoning_edit": 0.0,
+            "edit_mse_spread": 0.01,
+            "reasoning_edit_mse_spread": 0.01,
+        }
+        for name, values in summary(**edits).items()
+    }
+    assert verdict("vit-context", both)["agrees"]
+    both["VAE only"]["reasoning_edit_mse"] = 0.505  # ViT tokens help plain edits but not reasoning ones beyond noise
+    assert not verdict("vit-context", both)["agrees"]
+
+
+def test_an_ability_appears_at_85_percent_of_its_peak_if_it_rose_beyond_its_noise():
+    curve = [{"tokens": 1000 * (i + 1), "vqa": v} for i, v in enumerate([0.2, 0.5, 0.8, 0.9, 0.85])]
+    rose = appearance(curve, "vqa", n=100)
+    assert rose["tokens"] == 3000 and rose["peak"] == 0.9 and rose["rose"]  # 0.8 >= 0.85 * 0.9; 0.7 >> 2 x 0.03
+    flat = appearance([{"tokens": 1000, "edit": 0.02}, {"tokens": 2000, "edit": 0.05}], "edit", n=30)
+    assert not flat["rose"] and flat["tokens"] == 2000  # 0.03 above the first: within 2 x 0.04
+    abilities = {
+        "vqa": rose,
+        "geneval": rose,
+        "edit": {**rose, "tokens": 4000},
+        "reasoning_edit": {**rose, "tokens": 5000},
+    }
+    assert verdict("emergence", {"run": {"abilities": abilities}})["agrees"]
+    abilities["edit"] = {**rose, "tokens": 2000}  # editing before understanding and generation
+    assert not verdict("emergence", {"run": {"abilities": abilities}})["agrees"]
+    abilities["edit"] = {**flat, "tokens": 4000}
+    assert not verdict("emergence", {"run": {"abilities": abilities}})["agrees"]

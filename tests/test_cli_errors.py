@@ -137,6 +137,13 @@ def test_evaluate_will_not_write_prompts_into_a_file(tmp_path, capsys):
         (["--device", "tpu"], ["--device", "tpu"]),
         (["--dropout", "0.1", "1.5", "0.1"], ["--dropout", "1.5"]),
         (["--image-size", "72"], ["--image-size", "72", "16"]),
+        (["--mix", "text_to_image=1,audio=1"], ["--mix", "audio", "text_to_image", "reasoning_edit"]),
+        (["--mix", "vqa"], ["--mix", "vqa", "task=weight"]),
+        (["--mix", "vqa=-1"], ["--mix", "-1"]),
+        (["--mix", "vqa=0"], ["--mix", "vqa=0", "sum to 0"]),
+        (["--mix", "vqa=1", "--stage", "lm"], ["--mix", "--stage lm"]),
+        (["--edit-context", "vit"], ["--edit-context", "vit", "vae+vit", "vae"]),
+        (["--edit-context", "vae", "--data", "own.jsonl"], ["--edit-context", "own.jsonl"]),
     ],
 )
 def test_train_rejects_bad_settings_before_any_work(flag, facts, tmp_path, capsys):

@@ -117,6 +117,16 @@ def test_interleave_answers_draws_edits_and_thinks(engine):
     assert isinstance(thought, str) and image.size == (32, 32)
 
 
+def test_an_edit_can_see_its_source_image_as_vae_tokens_alone(engine, monkeypatch):
+    photo, added = Image.new("RGB", (32, 32), (200, 30, 30)), []
+    add_image = engine.add_image
+    monkeypatch.setattr(engine, "add_image", lambda *a, **k: added.append(k) or add_image(*a, **k))
+    engine.interleave([photo, "make it blue"], settings=FAST, seed=0)
+    engine.interleave([photo, "make it blue"], settings=FAST, seed=0, edit_vit=False)
+    engine.interleave([photo, "what is it?"], understanding=True, max_think_tokens=2, edit_vit=False)
+    assert added == [{"vae": True, "vit": True}, {"vae": True, "vit": False}, {"vae": False, "vit": True}]
+
+
 def test_bad_requests_are_named(engine):
     context = engine.empty_context()
     with pytest.raises(ValueError) as error:

@@ -14,6 +14,7 @@ from bagel_mini.shapes_world.figure import draw_examples
 from bagel_mini.shapes_world.relations import clear_relation, relations
 from bagel_mini.shapes_world.scene import MAX_OBJECTS, MOVES, SIZES, fits
 from bagel_mini.shapes_world.text import article, caption
+from bagel_mini.shapes_world.thinking import RIDDLES, THINGS
 from bagel_mini.shapes_world.understanding import questions
 from bagel_mini.shapes_world.vocabulary import WORD_PATTERN, WORDS, texts
 
@@ -188,6 +189,30 @@ def test_an_edit_changes_exactly_what_its_instruction_names(kind):
                 assert changed == replace(old, size=pytest.approx(old.size * factor))
 
 
+def test_a_reasoning_edit_names_its_change_through_one_step_of_knowledge():
+    rng, forms = random.Random("reasoning edits"), set()
+    for _ in range(60):
+        task = world.reasoning_edit(rng)
+        source, target = set(task.source.objects), set(task.target.objects)
+        gone, new = source - target, target - source
+        assert task.kind == "reasoning" and task.source.background == task.target.background
+        if task.instruction.startswith("remove the "):  # by its shape's riddle, the one object of that shape
+            (old,) = gone
+            assert not new and task.instruction == f"remove the {RIDDLES[old.shape]}"
+            assert [o.shape for o in task.source.objects].count(old.shape) == 1
+        elif task.instruction.startswith("add "):  # a colour and a shape's riddle
+            (added,) = new
+            assert not gone and task.instruction == f"add {article(f'{added.color} {RIDDLES[added.shape]}')}"
+        else:  # the colour of a thing
+            (old,), (changed,) = gone, new
+            thing = task.instruction.removeprefix(f"make the {old.name} the colour of ")
+            assert changed == replace(old, color=changed.color) and thing in THINGS[changed.color]
+            assert changed.color != old.color
+        forms.add(task.instruction.split()[0])
+        assert all(word in WORDS for word in WORD_PATTERN.findall(task.instruction))  # the tokenizer's words
+    assert forms == {"remove", "add", "make"}
+
+
 def test_a_video_moves_one_object_one_step_per_frame_as_captioned():
     rng = random.Random(3)
     for _ in range(40):
@@ -259,6 +284,8 @@ def test_to_sample_marks_items_as_bagel_does_and_packs():
     clean, vit, instruction, target = samples["edit"]
     assert not clean.loss and clean.droppable and vit.droppable and instruction.droppable and target.loss
     assert torch.equal(clean.pixels, vit.pixels)
+    vae_only = world.to_sample(tasks["edit"], tokenize, rng, edit_vit=False)  # the ablation: no ViT tokens
+    assert [type(item) for item in vae_only] == [VaeImage, Text, VaeImage] and vae_only[1].ids == instruction.ids
     system, prompt, think, image = samples["reasoning"]
     assert not system.droppable and prompt.droppable and think.loss and image.loss
     assert think.ids == tokenize(f"<think> {tasks['reasoning'].think} </think>")

@@ -7,8 +7,8 @@ anti-aliasing (rendered at 4x, then 4x4 blocks averaged) and turned into the tas
 - text-to-image prompts in GenEval's six categories, each with GenEval's metadata, so that evaluate.py can
   score what a model draws (prompts.py);
 - understanding: a caption, or a question with one exact answer (VQA) (understanding.py);
-- editing: an instruction and the scene it must produce (recolour, add, remove, move, resize, background)
-  (edits.py);
+- editing: an instruction and the scene it must produce (recolour, add, remove, move, resize, background),
+  and reasoning edits that name their change through one step of knowledge (edits.py);
 - a "video": 3-4 frames in which one object moves per step, each motion captioned (videos.py);
 - reasoning: a prompt that needs one step of knowledge ("a circle the colour of grass"), a short think
   trace and the prompt it resolves to ("a green circle") (thinking.py).
@@ -20,7 +20,7 @@ tokenizer's corpus and figure.py a figure of examples. The scorer that evaluate.
 of an image (detection.py) and gives each output its verdict (scoring.py).
 """
 
-from bagel_mini.shapes_world.edits import Edit, edit
+from bagel_mini.shapes_world.edits import Edit, edit, reasoning_edit
 from bagel_mini.shapes_world.prompts import GENEVAL_TAGS, TextToImage, text_to_image
 from bagel_mini.shapes_world.samples import to_sample
 from bagel_mini.shapes_world.scene import BACKGROUNDS, COLORS, SHAPES, Scene, SceneObject, random_scene, render
@@ -52,6 +52,7 @@ __all__ = [
     "random_scene",
     "random_task",
     "reasoning",
+    "reasoning_edit",
     "render",
     "task_stream",
     "text_to_image",

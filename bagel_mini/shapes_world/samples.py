@@ -20,11 +20,15 @@ def think_text(task: Reasoning) -> str:
     return f"<think> {task.think} </think>"
 
 
-def to_sample(task: Task, tokenize: Callable[[str], list[int]], rng: random.Random, max_group: int = 2) -> Sample:
+def to_sample(
+    task: Task, tokenize: Callable[[str], list[int]], rng: random.Random, max_group: int = 2, edit_vit: bool = True
+) -> Sample:
     """The task as navit items, marked as BAGEL's data loaders mark them: an image to generate is a noised
     target, an answer or think trace carries the CE loss, and what conditions a generated image (its text,
     the context image) is droppable for CFG; an image to understand is not. Video frames are
-    diffusion-forcing groups of 1..max_group frames drawn from `rng`, each after the text leading to it."""
+    diffusion-forcing groups of 1..max_group frames drawn from `rng`, each after the text leading to it.
+    An edit's source image is given as VAE and ViT tokens, as in BAGEL, or with `edit_vit` False as VAE
+    tokens only (the paper's ablation of the ViT's part in editing)."""
     if isinstance(task, TextToImage):
         return [Text(tokenize(task.prompt), droppable=True), VaeImage(to_tensor(task.image), loss=True)]
     if isinstance(task, Question):
@@ -33,7 +37,7 @@ def to_sample(task: Task, tokenize: Callable[[str], list[int]], rng: random.Rand
         source = to_tensor(task.source_image)
         return [
             VaeImage(source, droppable=True),
-            VitImage(source, droppable=True),
+            *[VitImage(source, droppable=True)] * edit_vit,
             Text(tokenize(task.instruction), droppable=True),
             VaeImage(to_tensor(task.target_image), loss=True),
         ]

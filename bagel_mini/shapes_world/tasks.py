@@ -4,7 +4,7 @@
 import random
 from collections.abc import Callable, Iterator
 
-from bagel_mini.shapes_world.edits import Edit, edit
+from bagel_mini.shapes_world.edits import Edit, edit, reasoning_edit
 from bagel_mini.shapes_world.prompts import TextToImage, text_to_image
 from bagel_mini.shapes_world.thinking import Reasoning, reasoning
 from bagel_mini.shapes_world.understanding import Question, question
@@ -17,13 +17,14 @@ TASKS: dict[str, Callable[[random.Random, int], Task]] = {
     "edit": edit,
     "video": video,
     "reasoning": reasoning,
+    "reasoning_edit": reasoning_edit,  # in no mix by default (the findings' editing runs add it)
     "caption": lambda rng, image_size: question(rng, image_size, "caption"),
     "vqa": question,
 }
 # Generation (the first four) : understanding (the last two) = 4 : 1: the paper found that sampling generation
 # data more often than understanding data helps generation without hurting understanding.
 DEFAULT_MIX = {"text_to_image": 0.5, "edit": 0.15, "video": 0.05, "reasoning": 0.1, "caption": 0.05, "vqa": 0.15}
-GENERATION_TASKS = ("text_to_image", "edit", "video", "reasoning")
+GENERATION_TASKS = ("text_to_image", "edit", "video", "reasoning", "reasoning_edit")
 
 
 def with_ratio(mix: dict, ratio: float) -> dict:
