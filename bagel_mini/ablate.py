@@ -37,7 +37,7 @@ from tqdm import tqdm
 from bagel_mini import DEFAULT_MODEL, evaluate, shapes_world
 from bagel_mini.config import preset, write_json_atomic
 from bagel_mini.data import ShapesData
-from bagel_mini.flags import HelpFormatter
+from bagel_mini.flags import HelpFormatter, at_least
 from bagel_mini.inference import ImageSettings
 from bagel_mini.shapes_world.detection import detect
 from bagel_mini.shapes_world.scoring import geneval_correct, geneval_scores, vqa_accuracy
@@ -130,7 +130,7 @@ PEAK_SHARE = 0.85  # emergence: an ability has appeared once it reaches this sha
 # Measuring a run
 
 
-def ability_scores(directory: Path, names: tuple[str, ...], n: int, edit_vit: bool = True) -> dict[str, float]:
+def ability_scores(directory: Path, names: tuple[str, ...], n: int, steps: int, edit_vit: bool) -> dict[str, float]:
     """The scores `names` (of SCORES) of a checkpoint's EMA weights: n prompts per MiniGenEval category,
     n MiniVQA questions, n MiniEdit edits, n reasoning edits; edits from VAE (and ViT) tokens."""
     if not names:
@@ -139,7 +139,7 @@ def ability_scores(directory: Path, names: tuple[str, ...], n: int, edit_vit: bo
     prompts, questions, edits = evaluate.benchmark(n, seed=0, image_size=IMAGE_SIZE)
     scores = {}
     if "geneval" in names:
-        drawn = [evaluate.draw(engine, [t.prompt], i, IMAGE_SIZE, SAMPLING_STEPS) for i, t in enumerate(prompts)]
+        drawn = [evaluate.draw(engine, [t.prompt], i, IMAGE_SIZE, steps) for i, t in enumerate(prompts)]
         results = [(t.metadata["tag"], geneval_correct(detect(image), t.metadata)) for image, t in zip(drawn, prompts)]
         scores["geneval"] = geneval_scores(results)["overall"]
     if "vqa" in names:
@@ -148,17 +148,18 @@ def ability_scores(directory: Path, names: tuple[str, ...], n: int, edit_vit: bo
         ]
         scores["vqa"] = vqa_accuracy(answers, [q.answer for q in questions])
     if "edit" in names:
-        scores["edit"] = evaluate.edit_score(engine, edits, IMAGE_SIZE, SAMPLING_STEPS, edit_vit)
+        scores["edit"] = evaluate.edit_score(engine, edits, IMAGE_SIZE, steps, edit_vit)
     if "reasoning_edit" in names:
         reasoning = evaluate.reasoning_edits(n, seed=0, image_size=IMAGE_SIZE)
-        scores["reasoning_edit"] = evaluate.edit_score(engine, reasoning, IMAGE_SIZE, SAMPLING_STEPS, edit_vit)
+        scores["reasoning_edit"] = evaluate.edit_score(engine, reasoning, IMAGE_SIZE, steps, edit_vit)
     return scores
 
 
-def measure(run: Path, names: tuple[str, ...], n: int, edit_vit: bool) -> dict[str, float]:
+def measure(run: Path, names: tuple[str, ...], n: int, steps: int, edit_vit: bool) -> dict[str, float]:
     losses = tuple(name for name in names if name in LOSSES)
     measured = validation_losses(run, losses, IMAGE_SIZE, edit_vit) if losses else {}
-    return {**measured, **ability_scores(run / "last", tuple(name for name in names if name in SCORES), n, edit_vit)}
+    scores = ability_scores(run / "last", tuple(name for name in names if name in SCORES), n, steps, edit_vit)
+    return {**measured, **scores}
 
 
 def tokens_seen(run: Path) -> int:
@@ -171,7 +172,7 @@ def tokens_seen(run: Path) -> int:
 
 
 def shared_tokenizer(directory: Path, preset_name: str) -> Path:
-    """The toy tokenizer every run of a finding would train (the same corpus, so the same one), trained once."""
+    """The toy tokenizer every run would train (the same corpus, so the same one), trained once per OUT."""
     if not (directory / "tokenizer.json").exists():
         vocab_size = preset(preset_name).llm.vocab_size
         directory.mkdir(parents=True, exist_ok=True)
@@ -182,7 +183,7 @@ def shared_tokenizer(directory: Path, preset_name: str) -> Path:
 def run_segment(run: Path, flags: list[str], seed: int, step: int, every: int, preset: str, device: str | None):
     """train.py on to `step` (a new run, or resumed exactly): one subprocess, its progress bar shown."""
     command = [sys.executable, str(TRAIN), *COMMON, *flags, "--seed", str(seed), "--preset", preset]
-    command += ["--tokenizer", str(shared_tokenizer(run.parents[1] / "tokenizer", preset))]
+    command += ["--tokenizer", str(shared_tokenizer(run.parents[2] / "tokenizer", preset))]  # run: OUT/NAME/runs/RUN
     command += ["--out", str(run), "--max-steps", str(step), "--checkpoint-every", str(every)]
     command += ["--device", device] if device else []
     command += ["--resume"] if (run / "last").exists() else []
@@ -190,15 +191,26 @@ def run_segment(run: Path, flags: list[str], seed: int, step: int, every: int, p
         sys.exit(f"error: {run} stopped (its message is above); run the same command again to resume")
 
 
-def run_finding(name: str, out: Path, quick: bool, preset: str, device: str | None) -> dict:
+def run_finding(
+    name: str, out: Path, quick: bool, preset: str, device: str | None, steps: int | None, seeds: int | None
+) -> dict:
     finding = FINDINGS[name]
-    steps, segments, seeds = (2, 1, 1) if quick else (finding.steps, finding.segments, finding.seeds)
-    n, every = 1 if quick else finding.n, steps // segments
+    segments = 1 if quick else finding.segments
+    steps = 2 if quick else steps or finding.steps
+    seeds = 1 if quick else seeds or finding.seeds
+    if steps < segments:
+        sys.exit(f"error: --steps {steps}: {name} measures each run {segments} times, so it needs at least {segments}")
+    n, sampling = (1, 3) if quick else (finding.n, SAMPLING_STEPS)  # scores: prompts and sampling steps
+    every = steps // segments
     directory = out / name
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "results.json"
+    settings = {"steps": steps, "seeds": seeds, "quick": quick, "preset": preset}
     results = json.loads(path.read_text()) if path.exists() else {"finding": name, "claim": finding.claim, "runs": {}}
-    results.update(steps=steps, seeds=seeds, tokens_per_step=1024, quick=quick)
+    if results["runs"] and any(results.get(key) != value for key, value in settings.items()):
+        ran = ", ".join(f"{key} {results.get(key)}" for key in settings)
+        sys.exit(f"error: {path} holds a run with {ran}; to resume it give the same flags, else another --out")
+    directory.mkdir(parents=True, exist_ok=True)
+    results.update(**settings, tokens_per_step=1024)
     runs = [(variant, seed) for variant in finding.variants for seed in range(seeds)]
     progress = tqdm(total=len(runs) * segments, desc=name, position=0)
     for variant, seed in runs:
@@ -211,12 +223,12 @@ def run_finding(name: str, out: Path, quick: bool, preset: str, device: str | No
             began = time.perf_counter()
             run_segment(run, flags, seed, segment * every, every, preset, device)
             point = {"step": segment * every, "tokens": tokens_seen(run), "seconds": time.perf_counter() - began}
-            record["curve"].append({**point, **measure(run, finding.curves, n, edit_vit)})
+            record["curve"].append({**point, **measure(run, finding.curves, n, sampling, edit_vit)})
             write_json_atomic(path, results, overwrite=True)
             progress.update(1)
         if "scores" not in record:
             record["parameters"] = sum(t.numel() for t in load_file(run / "last" / "model.safetensors").values())
-            record["scores"] = {**ability_scores(run / "last", finding.final, n, edit_vit), "n": n}
+            record["scores"] = {**ability_scores(run / "last", finding.final, n, sampling, edit_vit), "n": n}
             write_json_atomic(path, results, overwrite=True)
     progress.close()
     results["summary"] = summarise(results, finding, n)
@@ -237,6 +249,7 @@ def summarise(results: dict, finding: Finding, n: int) -> dict:
         summary[variant] = {
             **{curve: statistics.mean(values) for curve, values in finals.items()},
             **{f"{curve}_spread": max(values) - min(values) for curve, values in finals.items()},
+            **{f"{curve}_seeds": values for curve, values in finals.items()},  # seed 0, 1, ...: paired by data
             "seconds_per_step": statistics.mean(seconds),
             "parameters": records[0]["parameters"],
             **{score: statistics.mean(r["scores"][score] for r in records) for score in finding.final},
@@ -288,7 +301,8 @@ def verdict(name: str, summary: dict) -> dict:
         agrees = gap > spread and ce["mot"] <= min(ce[v] for v in ce if v != "mot") + ce_spread
         text = (
             f"final validation MSE {listed}; MoT is {'below' if gap > 0 else 'above'} the best other ({rival}) "
-            f"by {abs(gap):.4f}, {abs(gap) / spread:.1f}x the largest spread between seeds ({spread:.4f})"
+            f"by {abs(gap):.4f}, {abs(gap) / spread:.1f}x the largest spread between seeds ({spread:.4f}); "
+            f"{paired(summary, rival, 'mot')}"
             if spread
             else f"final validation MSE {listed}; one seed, so no spread to compare with"
         )
@@ -297,7 +311,8 @@ def verdict(name: str, summary: dict) -> dict:
         agrees = min(mse, key=mse.get) == "4:1" and gap > spread
         text = (
             f"final validation MSE {listed}; 4:1 is {'below' if gap > 0 else 'above'} 1:1 by {abs(gap):.4f} "
-            f"(seeds up to {spread:.4f} apart); the CE ranges over {max(ce.values()) - min(ce.values()):.3f}"
+            f"(seeds up to {spread:.4f} apart; {paired(summary, '1:1', '4:1')}); the CE ranges over "
+            f"{max(ce.values()) - min(ce.values()):.3f}"
         )
     else:
         rates = [variant for variant in summary if "weight" not in variant]
@@ -310,6 +325,13 @@ def verdict(name: str, summary: dict) -> dict:
             f"by {mse[remedy] - mse[largest]:+.4f} against {largest} (seeds up to {spread:.4f} apart in MSE)"
         )
     return {"text": text, "agrees": agrees}
+
+
+def paired(summary: dict, rival: str, variant: str) -> str:
+    """Seed by seed (the same batches and noise for both), how much lower `variant`'s final MSE is."""
+    gaps = [a - b for a, b in zip(summary[rival]["mse_seeds"], summary[variant]["mse_seeds"])]
+    listed = ", ".join(f"{gap:+.4f}" for gap in gaps)
+    return f"seed by seed {variant} is below {rival} in {sum(gap > 0 for gap in gaps)} of {len(gaps)} ({listed})"
 
 
 def emergence_verdict(abilities: dict) -> dict:
@@ -345,7 +367,8 @@ def plot(results: dict, finding: Finding, path: Path) -> None:
         ax.set_title(TITLES[curve], fontsize=9)
         ax.set_xlabel("tokens seen (millions)")
         ax.legend(fontsize=7)
-    figure.suptitle(f"{results['finding']}: {results['verdict']['text'][:110]}...", fontsize=8)
+    agreement = "agrees with" if results["verdict"]["agrees"] else "disagrees with"
+    figure.suptitle(f"{results['finding']}: {agreement} the paper (the verdict in full: results.json)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -374,7 +397,8 @@ def run_think(out: Path, quick: bool, model: str) -> dict:
     n = 2 if quick else THINK_N
     rng = random.Random("think finding")
     tasks = [shapes_world.reasoning(rng, IMAGE_SIZE) for _ in range(n)]
-    engine, settings = evaluate.load_inferencer(model), ImageSettings(num_timesteps=SAMPLING_STEPS)
+    sampling = 3 if quick else SAMPLING_STEPS
+    engine, settings = evaluate.load_inferencer(model), ImageSettings(num_timesteps=sampling)
     correct = {"without think": [], "with think": [], "the resolved prompt": []}
     traces = []
     for index, task in enumerate(tqdm(tasks, desc="think")):
@@ -382,9 +406,9 @@ def run_think(out: Path, quick: bool, model: str) -> dict:
         trace, thought = engine.interleave([task.prompt], think=True, max_think_tokens=64, **options)
         traces.append(f"so i draw {task.resolved}" in trace)
         drawn = {
-            "without think": evaluate.draw(engine, [task.prompt], index, IMAGE_SIZE, SAMPLING_STEPS),
+            "without think": evaluate.draw(engine, [task.prompt], index, IMAGE_SIZE, sampling),
             "with think": thought,
-            "the resolved prompt": evaluate.draw(engine, [task.resolved], index, IMAGE_SIZE, SAMPLING_STEPS),
+            "the resolved prompt": evaluate.draw(engine, [task.resolved], index, IMAGE_SIZE, sampling),
         }
         for mode, image in drawn.items():
             correct[mode].append(geneval_correct(detect(image), task.metadata))
@@ -426,7 +450,8 @@ def plot_think(results: dict, path: Path) -> None:
     ax.bar([*modes, "trace right"], values, yerr=errors, capsize=4, color=["C0", "C1", "C2", "C7"])
     ax.set_ylabel(f"share of {n} reasoning prompts")
     ax.set_ylim(0, 1)
-    ax.set_title(f"think: {results['verdict']['text'][:90]}...", fontsize=7)
+    agreement = "agrees with" if results["verdict"]["agrees"] else "disagrees with"
+    ax.set_title(f"think mode: {agreement} the paper (the verdict in full: results.json)", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -441,12 +466,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps of everything, one seed")
     parser.add_argument("--preset", default="toy", help="model size (train.py --preset)")
     parser.add_argument("--device", help="train.py --device (default: cuda if available)")
+    parser.add_argument("--steps", type=at_least(1), help="optimiser steps of each run (default: the finding's)")
+    parser.add_argument("--seeds", type=at_least(1), help="runs of each variant (default: the finding's)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="think: the checkpoint to score")
     args = parser.parse_args(argv)
     if args.name == "think":
+        if args.steps or args.seeds:
+            parser.error("--steps, --seeds: think trains nothing; it scores --model")
         results = run_think(Path(args.out), args.quick, args.model)
     else:
-        results = run_finding(args.name, Path(args.out), args.quick, args.preset, args.device)
+        results = run_finding(args.name, Path(args.out), args.quick, args.preset, args.device, args.steps, args.seeds)
     agreement = "agrees with" if results["verdict"]["agrees"] else "disagrees with"
     print(f"{args.name}: {results['verdict']['text']}")
     print(f"this {agreement} the paper: {results['claim']}")

@@ -8,10 +8,16 @@ from bagel_mini.ablate import FINDINGS, appearance, main, verdict
 from bagel_mini.validation import LOSSES
 
 
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    """One OUT for every finding, as a user's runs/ablate: its tokenizer is trained once."""
+    return tmp_path_factory.mktemp("ablate")
+
+
 @pytest.mark.parametrize("name", sorted(FINDINGS))
-def test_every_finding_runs_quick_and_writes_its_results(name, tmp_path, capsys):
-    main([name, "--out", str(tmp_path), "--quick"])
-    finding, results = FINDINGS[name], json.loads((tmp_path / name / "results.json").read_text())
+def test_every_finding_runs_quick_and_writes_its_results(name, out, capsys):
+    main([name, "--out", str(out), "--quick"])
+    finding, results = FINDINGS[name], json.loads((out / name / "results.json").read_text())
     assert {run["variant"] for run in results["runs"].values()} == set(finding.variants)
     for run in results["runs"].values():
         (point,) = run["curve"]  # --quick: one segment of two steps
@@ -20,14 +26,17 @@ def test_every_finding_runs_quick_and_writes_its_results(name, tmp_path, capsys)
             assert 0 <= point[curve] < 10 if curve in LOSSES else 0 <= point[curve] <= 1, curve
         assert all(0 <= run["scores"][score] <= 1 for score in finding.final) and run["parameters"] > 0
     assert set(results["summary"]) == set(finding.variants) and isinstance(results["verdict"]["agrees"], bool)
-    assert (tmp_path / name / "curves.png").stat().st_size > 0
+    assert (out / name / "curves.png").stat().st_size > 0
     assert "agrees" in capsys.readouterr().out
     if name == "mot-vs-dense":  # called again, it finds every segment done and trains nothing
-        lasts = sorted((tmp_path / name / "runs").glob("*/last/model.safetensors"))
+        lasts = sorted((out / name / "runs").glob("*/last/model.safetensors"))
         stamps = [path.stat().st_mtime_ns for path in lasts]
-        main([name, "--out", str(tmp_path), "--quick"])
+        main([name, "--out", str(out), "--quick"])
         assert [path.stat().st_mtime_ns for path in lasts] == stamps
-        assert json.loads((tmp_path / name / "results.json").read_text())["runs"] == results["runs"]
+        assert json.loads((out / name / "results.json").read_text())["runs"] == results["runs"]
+        with pytest.raises(SystemExit) as stop:  # a default run would mix with the quick one: refused at once
+            main([name, "--out", str(out)])
+        assert all(fact in str(stop.value) for fact in ("results.json", "steps 2", "quick True", "--out"))
 
 
 def test_the_think_finding_scores_the_embedded_model_with_and_without_think_mode(tmp_path, capsys):
@@ -43,13 +52,15 @@ def test_the_think_finding_scores_the_embedded_model_with_and_without_think_mode
 def summary(**mse_and_ce) -> dict:
     """A summary with the given (mse, ce) per variant, seeds 0.01 apart in MSE and 0.02 in CE."""
     return {
-        name: {"mse": mse, "ce": ce, "mse_spread": 0.01, "ce_spread": 0.02} for name, (mse, ce) in mse_and_ce.items()
+        name: {"mse": mse, "ce": ce, "mse_spread": 0.01, "ce_spread": 0.02, "mse_seeds": [mse + 0.005, mse - 0.005]}
+        for name, (mse, ce) in mse_and_ce.items()
     }
 
 
 def test_the_verdicts_say_whether_the_paper_is_reproduced():
     lower = verdict("mot-vs-dense", summary(dense=(0.50, 1.0), moe=(0.49, 1.0), mot=(0.45, 1.0)))
     assert lower["agrees"] and "0.0400" in lower["text"] and "4.0x" in lower["text"]
+    assert "in 2 of 2 (+0.0400, +0.0400)" in lower["text"]  # seed by seed against moe
     assert not verdict("mot-vs-dense", summary(dense=(0.44, 1.0), moe=(0.49, 1.0), mot=(0.45, 1.0)))["agrees"]
     within_noise = verdict("mot-vs-dense", summary(dense=(0.455, 1.0), moe=(0.49, 1.0), mot=(0.45, 1.0)))
     assert not within_noise["agrees"] and "0.5x" in within_noise["text"]  # 0.005 below, seeds 0.01 apart
@@ -97,3 +108,9 @@ def test_an_ability_appears_at_85_percent_of_its_peak_if_it_rose_beyond_its_nois
     assert not verdict("emergence", {"run": {"abilities": abilities}})["agrees"]
     abilities["edit"] = {**flat, "tokens": 4000}
     assert not verdict("emergence", {"run": {"abilities": abilities}})["agrees"]
+
+
+def test_think_trains_nothing_so_steps_and_seeds_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["think", "--steps", "100"])
+    assert "--steps" in capsys.readouterr().err
