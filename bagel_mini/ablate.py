@@ -42,7 +42,7 @@ from bagel_mini.inference import ImageSettings
 from bagel_mini.shapes_world.detection import detect
 from bagel_mini.shapes_world.scoring import geneval_correct, geneval_scores, vqa_accuracy
 from bagel_mini.tokenizer import BagelTokenizer
-from bagel_mini.validation import LOSSES, validation_losses
+from bagel_mini.validation import LOSSES, think_losses, validation_losses
 
 TRAIN = Path(__file__).parents[1] / "train.py"
 IMAGE_SIZE, SAMPLING_STEPS = 64, 25
@@ -392,8 +392,8 @@ TITLES = {
 
 def run_think(out: Path, quick: bool, model: str) -> dict:
     """Reasoning prompts drawn with and without think mode, and their resolved prompts drawn directly (what
-    the model draws once the reasoning is done for it), all scored by MiniGenEval's rule; and how often
-    the model's own think trace arrives at the right prompt."""
+    the model draws once the reasoning is done for it), all scored by MiniGenEval's rule; how often the
+    model's own think trace arrives at the right prompt; and the same three conditions' validation MSE."""
     n = 2 if quick else THINK_N
     rng = random.Random("think finding")
     tasks = [shapes_world.reasoning(rng, IMAGE_SIZE) for _ in range(n)]
@@ -413,21 +413,26 @@ def run_think(out: Path, quick: bool, model: str) -> dict:
         for mode, image in drawn.items():
             correct[mode].append(geneval_correct(detect(image), task.metadata))
     scores = {mode: sum(values) / n for mode, values in correct.items()}
+    losses = think_losses(engine.model, engine.autoencoder, engine.tokenizer, IMAGE_SIZE)
     error = math.sqrt(sum(max(p * (1 - p), 1 / n) for p in (scores["with think"], scores["without think"])) / n)
     gain = scores["with think"] - scores["without think"]
     text = (
         f"{n} reasoning prompts: {scores['without think']:.2f} without think, {scores['with think']:.2f} with "
         f"(a gain of {gain:+.2f} ± {error:.2f}); the model's trace reaches the right prompt in "
-        f"{sum(traces) / n:.2f}; drawn from the resolved prompts directly: {scores['the resolved prompt']:.2f}"
+        f"{sum(traces) / n:.2f}; drawn from the resolved prompts directly: {scores['the resolved prompt']:.2f}. "
+        f"Validation velocity MSE of 64 reasoning images: {losses['without think']:.4f} from the prompt alone, "
+        f"{losses['with think']:.4f} after its think trace, "
+        f"{losses['the resolved prompt']:.4f} from the resolved prompt"
     )
     results = {
         "finding": "think",
         "claim": THINK_CLAIM,
-        "model": model,
+        "model": "bagel_mini/default_model" if Path(model) == DEFAULT_MODEL else model,
         "n": n,
         "quick": quick,
         "scores": scores,
         "trace_correct": sum(traces) / n,
+        "mse": losses,
         "verdict": {"text": text, "agrees": gain > 2 * error},
     }
     directory = out / "think"

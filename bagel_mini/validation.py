@@ -5,7 +5,9 @@ training loss, which moves with each step's draw of tasks, timesteps and noise.
 - `mse`: the velocity MSE per latent value of 64 fixed text-to-image samples at t = 0.3, 0.6 and 0.9
   (posterior-mean latents, one fixed noise), averaged over the three (generation);
 - `edit_mse`, `reasoning_edit_mse`: the same on 64 fixed edits and on 64 fixed reasoning edits (edits that
-  need one step of knowledge), their source image given as the run was trained to see it.
+  need one step of knowledge), their source image given as the run was trained to see it;
+- `think_losses`: the same on 64 fixed reasoning prompts' images, conditioned on the prompt alone, on the
+  prompt and its think trace (as think mode conditions them), and on the prompt the reasoning resolves to.
 
 Scored are a run's raw weights (OUT/last/model.safetensors): the EMA of a short run still holds much of its
 random start.
@@ -91,3 +93,21 @@ def validation_losses(run: Path, names: tuple[str, ...], image_size: int, edit_v
             samples = edit_samples(tokenizer, image_size, name == "reasoning_edit_mse", edit_vit)
             losses[name] = velocity_mse(model, autoencoder, samples, pack_config)
     return losses
+
+
+@torch.no_grad()
+def think_losses(model: Bagel, autoencoder, tokenizer: BagelTokenizer, image_size: int) -> dict[str, float]:
+    """Does a think trace help the image? The velocity MSE of 64 fixed reasoning images under three conditions."""
+    rng = random.Random("ablation validation reasoning")
+    tasks = [shapes_world.reasoning(rng, image_size) for _ in range(SIZE)]
+    pack_config = PackConfig.for_model(model.config, tokenizer.special_ids, dropout=NO_DROPOUT)
+
+    def drawn_from(text: str, task) -> Sample:
+        return [Text(tokenizer.encode(text)), VaeImage(to_tensor(task.image), loss=True)]
+
+    conditions = {
+        "without think": [drawn_from(task.prompt, task) for task in tasks],
+        "with think": [shapes_world.to_sample(task, tokenizer.encode, rng) for task in tasks],
+        "the resolved prompt": [drawn_from(task.resolved, task) for task in tasks],
+    }
+    return {name: velocity_mse(model, autoencoder, samples, pack_config) for name, samples in conditions.items()}

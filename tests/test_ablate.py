@@ -45,6 +45,7 @@ def test_the_think_finding_scores_the_embedded_model_with_and_without_think_mode
     assert results["n"] == 2 and set(results["scores"]) == {"without think", "with think", "the resolved prompt"}
     assert all(score in (0, 0.5, 1) for score in results["scores"].values())  # two prompts each
     assert results["trace_correct"] == 1  # the embedded model's traces resolve these two prompts (checked by hand)
+    assert set(results["mse"]) == set(results["scores"]) and all(0 < mse < 3 for mse in results["mse"].values())
     assert (tmp_path / "think" / "curves.png").stat().st_size > 0
     assert "think" in capsys.readouterr().out
 
