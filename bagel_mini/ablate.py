@@ -255,7 +255,10 @@ def summarise(results: dict, finding: Finding, n: int) -> dict:
             **{score: statistics.mean(r["scores"][score] for r in records) for score in finding.final},
         }
         if finding.curves == SCORES:
-            summary[variant]["abilities"] = {score: appearance(records[0]["curve"], score, n) for score in SCORES}
+            counts = {score: n * len(shapes_world.GENEVAL_TAGS) if score == "geneval" else n for score in SCORES}
+            summary[variant]["abilities"] = {
+                score: appearance(records[0]["curve"], score, counts[score]) for score in SCORES
+            }
     return summary
 
 
@@ -365,6 +368,8 @@ def plot(results: dict, finding: Finding, path: Path) -> None:
                 ax.fill_between(tokens, [min(v) for v in values], [max(v) for v in values], alpha=0.2)
     for ax, curve in zip(axes[0], finding.curves):
         ax.set_title(TITLES[curve], fontsize=9)
+        if curve in SCORES:  # a share: on its whole range, so that noise around zero looks like it
+            ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("tokens seen (millions)")
         ax.legend(fontsize=7)
     agreement = "agrees with" if results["verdict"]["agrees"] else "disagrees with"
