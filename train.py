@@ -327,8 +327,8 @@ def train(args) -> None:
         for step in progress:
             began = time.perf_counter()
             set_learning_rate(optimizer, args, step)
-            totals = torch.zeros(3, device=device)  # loss, ce, mse summed over this process's micro-batches
-            tokens = 0
+            # loss, ce, mse and tokens summed over this process's micro-batches (float64: tokens stay exact)
+            totals = torch.zeros(4, dtype=torch.float64, device=device)
             for _ in micro_indexes:
                 batch, latents, noise = next(batches)  # latents: one per batch.vae_images
                 batch, noise = batch.to(device), noise.to(device)
@@ -337,21 +337,19 @@ def train(args) -> None:
                 with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                     result = wrapped(batch, latents, noise=noise, ce_weight=args.ce_weight, mse_weight=args.mse_weight)
                 (result["loss"] / args.accum).backward()
-                totals += torch.stack([result["loss"], result["ce_loss"], result["mse_loss"]]).detach().float()
-                tokens += batch.sequence_length
+                totals[:3] += torch.stack([result["loss"], result["ce_loss"], result["mse_loss"]]).detach().double()
+                totals[3] += batch.sequence_length
             if world > 1:
                 dist.all_reduce(totals)
-                counted = torch.tensor(tokens, dtype=torch.float64, device=device)
-                dist.all_reduce(counted)
-                tokens = int(counted.item())  # every process's
-            totals /= args.accum * world
-            if not torch.isfinite(totals).all():
+            tokens = int(totals[3])  # every process's
+            losses = totals[:3] / (args.accum * world)
+            if not torch.isfinite(losses).all():
                 last = (
                     f"the last good checkpoint is {resume_dir}" if resume_dir.exists() else "no checkpoint was written"
                 )
-                sys.exit(f"error: the loss became {totals[0].item()} at step {step + 1}; stopped ({last})")
+                sys.exit(f"error: the loss became {losses[0].item()} at step {step + 1}; stopped ({last})")
             update(optimizer, trainable, model, ema, args, step)
-            loss, ce, mse = totals.tolist()
+            loss, ce, mse = losses.tolist()
             seen, busy = seen + tokens, busy + time.perf_counter() - began
             progress.set_postfix(
                 {"loss": f"{loss:.4f}", "ce": f"{ce:.3f}", "mse": f"{mse:.4f}", "tok/s": f"{seen / busy:.0f}"}

@@ -40,7 +40,7 @@ from bagel_mini.data import ShapesData
 from bagel_mini.flags import HelpFormatter, at_least
 from bagel_mini.inference import ImageSettings
 from bagel_mini.shapes_world.detection import detect
-from bagel_mini.shapes_world.scoring import geneval_correct, geneval_scores, vqa_accuracy
+from bagel_mini.shapes_world.scoring import geneval_correct, vqa_accuracy
 from bagel_mini.tokenizer import BagelTokenizer
 from bagel_mini.validation import LOSSES, think_losses, validation_losses
 
@@ -139,14 +139,9 @@ def ability_scores(directory: Path, names: tuple[str, ...], n: int, steps: int, 
     prompts, questions, edits = evaluate.benchmark(n, seed=0, image_size=IMAGE_SIZE)
     scores = {}
     if "geneval" in names:
-        drawn = [evaluate.draw(engine, [t.prompt], i, IMAGE_SIZE, steps) for i, t in enumerate(prompts)]
-        results = [(t.metadata["tag"], geneval_correct(detect(image), t.metadata)) for image, t in zip(drawn, prompts)]
-        scores["geneval"] = geneval_scores(results)["overall"]
+        scores["geneval"] = evaluate.geneval_results(engine, prompts, IMAGE_SIZE, steps)["overall"]
     if "vqa" in names:
-        answers = [
-            engine.interleave([q.image, q.question], understanding=True, max_think_tokens=32)[0] for q in questions
-        ]
-        scores["vqa"] = vqa_accuracy(answers, [q.answer for q in questions])
+        scores["vqa"] = vqa_accuracy(evaluate.answers(engine, questions, 32), [q.answer for q in questions])
     if "edit" in names:
         scores["edit"] = evaluate.edit_score(engine, edits, IMAGE_SIZE, steps, edit_vit)
     if "reasoning_edit" in names:
@@ -262,12 +257,17 @@ def summarise(results: dict, finding: Finding, n: int) -> dict:
     return summary
 
 
+def standard_error(p: float, n: int) -> float:
+    """A share's binomial standard error; at 0 or 1, as if one answer in n had differed (not 0)."""
+    return math.sqrt(max(p * (1 - p), 1 / n) / n)
+
+
 def appearance(curve: list[dict], score: str, n: int) -> dict:
     """When an ability appeared: the tokens at which it first reached PEAK_SHARE of its peak, and whether its
     peak stands above its first measured point by more than two standard errors (else it did not appear)."""
     values = [point[score] for point in curve]
     peak = max(values)
-    error = math.sqrt(max(peak * (1 - peak), 1 / n) / n)  # binomial; at 0 or 1, as if one answer in n differed
+    error = standard_error(peak, n)
     reached = next(point["tokens"] for point in curve if point[score] >= PEAK_SHARE * peak)
     return {"first": values[0], "peak": peak, "error": error, "tokens": reached, "rose": peak - values[0] > 2 * error}
 
@@ -419,7 +419,7 @@ def run_think(out: Path, quick: bool, model: str) -> dict:
             correct[mode].append(geneval_correct(detect(image), task.metadata))
     scores = {mode: sum(values) / n for mode, values in correct.items()}
     losses = think_losses(engine.model, engine.autoencoder, engine.tokenizer, IMAGE_SIZE)
-    error = math.sqrt(sum(max(p * (1 - p), 1 / n) for p in (scores["with think"], scores["without think"])) / n)
+    error = math.hypot(standard_error(scores["with think"], n), standard_error(scores["without think"], n))
     gain = scores["with think"] - scores["without think"]
     text = (
         f"{n} reasoning prompts: {scores['without think']:.2f} without think, {scores['with think']:.2f} with "
@@ -455,7 +455,7 @@ def plot_think(results: dict, path: Path) -> None:
 
     modes, n = list(results["scores"]), results["n"]
     values = [results["scores"][mode] for mode in modes] + [results["trace_correct"]]
-    errors = [math.sqrt(max(p * (1 - p), 1 / n) / n) for p in values]
+    errors = [standard_error(p, n) for p in values]
     figure, ax = plt.subplots(figsize=(6, 3.4))
     ax.bar([*modes, "trace right"], values, yerr=errors, capsize=4, color=["C0", "C1", "C2", "C7"])
     ax.set_ylabel(f"share of {n} reasoning prompts")

@@ -145,6 +145,20 @@ def draw(engine, items: list, index: int, image_size: int, steps: int, **options
     return engine.interleave(items, image_size=(image_size, image_size), settings=settings, seed=index, **options)[-1]
 
 
+def geneval_results(engine, prompts: list[world.TextToImage], image_size: int, steps: int) -> dict:
+    """MiniGenEval of the images `engine` draws of `prompts`: each category and overall."""
+    drawn = [draw(engine, [t.prompt], i, image_size, steps) for i, t in enumerate(prompts)]
+    return geneval_scores(
+        [(t.metadata["tag"], geneval_correct(detect(image), t.metadata)) for image, t in zip(drawn, prompts)]
+    )
+
+
+def answers(engine, questions: list[world.Question], max_tokens: int) -> list[str]:
+    return [
+        engine.interleave([q.image, q.question], understanding=True, max_think_tokens=max_tokens)[0] for q in questions
+    ]
+
+
 def edit_score(engine, edits: list[world.Edit], image_size: int, steps: int, edit_vit: bool = True) -> float:
     """The share of `edits` made right (MiniEdit's rule), the source image given as VAE (and ViT) tokens."""
     made = [
@@ -158,16 +172,9 @@ def model_scores(directory: str, n: int, seed: int, image_size: int, steps: int,
     """The scores of a checkpoint: it draws every prompt, answers every question and makes every edit."""
     engine = load_inferencer(directory)
     prompts, questions, edits = benchmark(n, seed, image_size)
-    geneval = [
-        (t.metadata["tag"], geneval_correct(detect(draw(engine, [t.prompt], i, image_size, steps)), t.metadata))
-        for i, t in enumerate(prompts)
-    ]
-    answers = [
-        engine.interleave([q.image, q.question], understanding=True, max_think_tokens=max_tokens)[0] for q in questions
-    ]
     return {
-        "geneval": geneval_scores(geneval),
-        **vqa_scores(answers, questions),
+        "geneval": geneval_results(engine, prompts, image_size, steps),
+        **vqa_scores(answers(engine, questions, max_tokens), questions),
         "edit": edit_score(engine, edits, image_size, steps),
     }
 

@@ -44,18 +44,18 @@ def edit(rng: random.Random, image_size: int = 64, kind: str | None = None) -> E
     kind = kind or rng.choice(sorted(EDITS))
     if kind not in EDITS:
         raise ValueError(f"unknown edit {kind!r}; choose one of {', '.join(EDITS)}")
-    return _made(rng, image_size, kind, lambda: EDITS[kind])
+    return _made(rng, image_size, kind, EDITS[kind])
 
 
 def reasoning_edit(rng: random.Random, image_size: int = 64) -> Edit:
     """An edit whose instruction needs one step of knowledge to resolve: a recolour, a removal or an addition."""
-    return _made(rng, image_size, "reasoning", lambda: rng.choice(REASONING_EDITS))
+    return _made(rng, image_size, "reasoning", lambda rng, scene: rng.choice(REASONING_EDITS)(rng, scene))
 
 
-def _made(rng, image_size, kind, choose) -> Edit:
+def _made(rng, image_size, kind, make) -> Edit:
     while True:
         source = random_scene(rng)
-        made = choose()(rng, source)
+        made = make(rng, source)
         if made is not None:  # else this scene cannot take it (e.g. no room to add): draw another
             instruction, target = made
             return Edit(kind, instruction, source, target, render(source, image_size), render(target, image_size))
