@@ -13,6 +13,7 @@ part in gathering the state and process 0 writes; resuming shards it back.
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -186,12 +187,24 @@ def _save_optimizer(optimizer_state: dict, directory: Path) -> None:
 
 
 def _load_optimizer(model, optimizer, directory: Path) -> None:
+    """A parameter without saved state was never updated (no gradient yet: the LM head of a run without a text
+    loss); AdamW starts its state at the first update, as the uninterrupted run does. State for a parameter
+    the model lacks means another model's file."""
     state = {}
     for key, value in load_file(directory / "optimizer.safetensors").items():
         fqn, name = key.rsplit(".", 1)
         state.setdefault(fqn, {})[name] = value
     groups = get_optimizer_state_dict(model, optimizer)["param_groups"]  # names of every rank's parameters
-    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=FULL)
+    unknown = sorted(set(state) - {name for group in groups for name in group["params"]})
+    if unknown:
+        raise ValueError(
+            f"{directory / 'optimizer.safetensors'}: state for {unknown[0]}, which the model does not have"
+        )
+    options = dataclasses.replace(FULL, strict=False)
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=options)
+    for name, parameter in model.named_parameters():
+        if name not in state:  # set_optimizer_state_dict made it a zero state, which the uninterrupted run lacks
+            optimizer.state.pop(parameter, None)
 
 
 def _full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,19 @@ def test_resuming_gives_bit_identical_weights(data, tmp_path, capsys):
     assert_identical(tmp_path / "A", tmp_path / "B")
     assert (tmp_path / "A" / "loss.csv").read_text() == (tmp_path / "B" / "loss.csv").read_text()
     assert (tmp_path / "A" / "loss.png").stat().st_size > 0
+
+
+def test_a_run_without_a_text_loss_resumes_exactly(data, tmp_path):
+    """Without a text loss the LM head never gets a gradient, so AdamW holds no state for it to save."""
+    generation = tmp_path / "generation"
+    shutil.copytree(data, generation)
+    lines = (generation / "data.jsonl").read_text().splitlines()
+    (generation / "data.jsonl").write_text("\n".join(line for line in lines if '"as": "vae"' in line) + "\n")
+    train.main(run_args(generation, tmp_path / "A", 3))
+    assert not any(key.startswith("llm.lm_head.") for key in weights(tmp_path / "A")["optimizer"])
+    train.main(run_args(generation, tmp_path / "A", 6, "--resume"))
+    train.main(run_args(generation, tmp_path / "B", 6))
+    assert_identical(tmp_path / "A", tmp_path / "B")
 
 
 def test_a_data_worker_gives_the_run_of_the_training_thread(data, tmp_path):
