@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,6 +112,13 @@ def test_a_run_without_a_text_loss_resumes_exactly(data, tmp_path):
     train.main(run_args(generation, tmp_path / "A", 6, "--resume"))
     train.main(run_args(generation, tmp_path / "B", 6))
     assert_identical(tmp_path / "A", tmp_path / "B")
+
+    optimizer = tmp_path / "B" / "last" / "optimizer.safetensors"  # state for a parameter no Bagel has
+    save_file({**load_file(optimizer), "llm.extra.weight.exp_avg": torch.zeros(1)}, optimizer)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(run_args(generation, tmp_path / "B", 7, "--resume"))
+    assert str(optimizer) in str(stopped.value)
+    assert "llm.extra.weight" in str(stopped.value)
 
 
 def test_a_data_worker_gives_the_run_of_the_training_thread(data, tmp_path):
