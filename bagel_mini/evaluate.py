@@ -154,6 +154,7 @@ def geneval_results(engine, prompts: list[world.TextToImage], image_size: int, s
 
 
 def answers(engine, questions: list[world.Question], max_tokens: int) -> list[str]:
+    """What `engine` answers to each of `questions`, from its image and its text."""
     return [
         engine.interleave([q.image, q.question], understanding=True, max_think_tokens=max_tokens)[0] for q in questions
     ]
