@@ -118,8 +118,8 @@ def bench_step(preset_name: str, repeats: int, num_samples: int) -> dict:
     samples = mixed_samples(config, num_samples)
     batch = pack(samples, pack_config, random.Random(0))
     padded_batch = pack(padded(samples, pack_config), pack_config, random.Random(0))
-    z = config.vae.z_channels
-    latents = [torch.randn(z, h * 2, w * 2) for h, w in batch.latent_grids]
+    z, p = config.vae.z_channels, config.latent_patch_size
+    latents = [torch.randn(z, h * p, w * p) for h, w in batch.latent_grids]
     runs = {arch: (Bagel(preset(preset_name, arch)), batch) for arch in ("mot", "moe", "dense")}
     runs["mot padded"] = (runs["mot"][0], padded_batch)
     for model, packed in runs.values():

@@ -221,7 +221,7 @@ def preset(name: str, arch: str = "mot") -> BagelConfig:
 
 
 def _toy() -> BagelConfig:
-    """Trains on a 2-core CPU in minutes: 64x64 images, 8 ViT patches and 4 latent tokens per side."""
+    """Trains on a 2-core CPU in minutes: 64x64 images, 8 ViT patches and 8 latent tokens (of 8 pixels) per side."""
     return BagelConfig(
         llm=LLMConfig(
             vocab_size=512,
@@ -241,6 +241,7 @@ def _toy() -> BagelConfig:
             patch_size=8,
         ),
         vae=VAEConfig(ch=32, ch_mult=[1, 2, 2, 2], num_res_blocks=1),
+        latent_patch_size=1,  # an 8-pixel token: a toy object spans several tokens, not one (model card, rung a)
         max_latent_size=8,
         vit_max_num_patch_per_side=8,
     )

@@ -136,7 +136,8 @@ def test_evaluate_will_not_write_prompts_into_a_file(tmp_path, capsys):
         (["--lr", "0"], ["--lr", "0", "positive"]),
         (["--device", "tpu"], ["--device", "tpu"]),
         (["--dropout", "0.1", "1.5", "0.1"], ["--dropout", "1.5"]),
-        (["--image-size", "72"], ["--image-size", "72", "16"]),
+        (["--image-size", "60"], ["--image-size", "60", "8"]),  # not a whole number of 8-pixel tokens
+        (["--image-size", "72"], ["--image-size", "72", "64"]),  # beyond the toy's position tables
         (["--mix", "text_to_image=1,audio=1"], ["--mix", "audio", "text_to_image", "reasoning_edit"]),
         (["--mix", "vqa"], ["--mix", "vqa", "task=weight"]),
         (["--mix", "vqa=-1"], ["--mix", "-1"]),
