@@ -43,9 +43,9 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # second set of weights in every layer for the generation expert (Mixture of Transformers, tutorial 02),
 # a small SigLIP encoder (a vision transformer, ViT, that turns image patches into tokens) for images it
 # must understand, and a small FLUX-style autoencoder (VAE: it compresses an image into a small grid of
-# latents and back) for images it must draw. It was trained for 46 minutes on a laptop CPU and is weak
-# (its model card, `bagel_mini/default_model/README.md`: it answers some easy colour questions, but draws
-# blobs). We use it so that the losses below are those of a model that has seen Shapes World, not of
+# latents and back) for images it must draw. It was trained for about 90 minutes on a laptop CPU and is
+# weak (its model card, `bagel_mini/default_model/README.md`: it reads backgrounds and counts, and draws
+# the asked shape for about 40% of single-object prompts). We use it so that the losses below are those of a model that has seen Shapes World, not of
 # random weights.
 
 # %%
@@ -110,8 +110,9 @@ print([type(item).__name__ for item in question_sample])
 #
 # `pack` (`navit.py`) lays the samples end to end in one sequence, with no padding. Every text becomes
 # `<|im_start|> ids <|im_end|>`, every image `<|vision_start|> tokens <|vision_end|>`. A 64x64 image gives
-# 8x8 = 64 ViT tokens (patches of 8 pixels) but only 4x4 = 16 VAE tokens (the autoencoder shrinks it 8x,
-# then 2x2 latent patches make one token). We switch CFG dropout off here so every item stays.
+# 8x8 = 64 ViT tokens (patches of 8 pixels) and 8x8 = 64 VAE tokens (the autoencoder shrinks it 8x, and
+# the toy makes each latent pixel one token; the released model takes 2x2 latent patches, one token per
+# 16x16 pixels of a far larger image). We switch CFG dropout off here so every item stays.
 #
 # Each item becomes one *split* with an attention mode (tutorial 03): `causal` for text, `full` for a
 # clean image, `noise` for the noised target. RoPE positions (rotary position embedding: the index
@@ -199,9 +200,9 @@ fig
 #
 # `Bagel` embeds each kind of token into the decoder's width: text and markers through the embedding
 # table, ViT patches through SigLIP and a connector, VAE latents as below. The autoencoder first turns
-# each VAE image into latents (16 channels, 8x smaller); the model cuts them into 2x2 patches, mixes in
-# noise at time `t` (`flow.py`: t = 1 is pure noise, t = 0 the image; a clean context image has t = 0),
-# and adds a timestep embedding and a 2D position.
+# each VAE image into latents (16 channels, 8x smaller); the model cuts them into patches (2x2 released,
+# 1x1 in the toy), mixes in noise at time `t` (`flow.py`: t = 1 is pure noise, t = 0 the image; a clean
+# context image has t = 0), and adds a timestep embedding and a 2D position.
 
 # %%
 print(inspect.getsource(Bagel.embed_vae))

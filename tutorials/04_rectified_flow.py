@@ -212,9 +212,10 @@ fig
 #
 # BAGEL runs this flow in the latent space of its frozen autoencoder, not on pixels. We load the
 # embedded toy model (`bagel_mini.DEFAULT_MODEL`: a small MoT model with its own small autoencoder,
-# trained for 46 minutes on a CPU, and weak; see its model card) and encode a Shapes World image. The
-# latent is cut into 2x2 patches, one 64-number token per 16x16 pixels (`images.patchify`): these are
-# the rows that `add_noise` works on. We noise them to several `t` and decode each `x_t` to see what
+# trained for about 90 minutes on a CPU, and weak; see its model card) and encode a Shapes World image. The
+# latent is cut into patches (`images.patchify`): 2x2 in the released model, one 64-number token per 16x16
+# pixels; 1x1 in the toy, one 16-number token per 8x8 pixels, so that a toy object spans several tokens.
+# These are the rows that `add_noise` works on. We noise them to several `t` and decode each `x_t` to see what
 # the model is given at that `t`.
 
 # %%
@@ -227,7 +228,7 @@ task = shapes_world.text_to_image(random.Random(3), tag="two_object")
 with torch.no_grad():
     latent = autoencoder.encode_mean(to_tensor(task.image)[None])[0]  # (16, 8, 8) for a 64x64 image
 h, w = latent.shape[1] // patch, latent.shape[2] // patch
-x0 = patchify(latent, patch)  # (h * w, 64) tokens, the rows BAGEL noises
+x0 = patchify(latent, patch)  # (h * w, 16 * patch**2) tokens, the rows BAGEL noises
 noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
 print(f"prompt: {task.prompt!r}; latent {tuple(latent.shape)} -> {tuple(x0.shape)} tokens")
 
@@ -270,8 +271,9 @@ fig
 # `trace=True` it returns, for every step, the `t`, the current `x_t` and the guided velocity `v`.
 # Two rows are worth seeing: the decoded `x_t` itself, and the model's current guess of the clean
 # image, `x_t - t v` (follow the straight line to `t = 0` with the velocity predicted now). It draws
-# from the same seed-0 noise as the `t = 1` panel above. The toy model draws blobs in roughly the
-# right palette at best, so judge the process, not the picture.
+# from the same seed-0 noise as the `t = 1` panel above. The toy model gets a prompt's shapes right only
+# now and then (here the cross comes out as a purple blob with arms), so judge the process, not the
+# picture.
 
 # %%
 engine = Inferencer(model, autoencoder, tokenizer, tokenizer.special_ids)

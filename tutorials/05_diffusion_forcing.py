@@ -104,7 +104,7 @@ for item in sample:
 # %% [markdown]
 # ## One packed sample: splits, positions and noise levels
 #
-# `navit.pack` lays the items out as one sequence. Each 64x64 frame is 16 latent tokens between a
+# `navit.pack` lays the items out as one sequence. Each 64x64 frame is 64 latent tokens between a
 # start and an end marker. Each group is one split of mode `full`, and the packer draws one raw
 # standard-normal timestep per group, which flow.py turns into `t = shift(sigmoid(raw))` (the toy
 # model's shift is 1). Positions count up through the texts and move on by one per frame.

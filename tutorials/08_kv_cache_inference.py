@@ -43,9 +43,9 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 # start and end of image).
 #
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained
-# for 46 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.48 on MiniVQA, where
-# answering from the question alone scores 0.42, draws coloured blobs rather than shapes, and cannot
-# really edit. Its outputs below show what each mode does, not what BAGEL can do.
+# for about 90 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.59 on MiniVQA,
+# where answering from the question alone scores 0.42, draws the asked shape for about 40% of single-object
+# prompts and blobs for most others, and passes one edit in nine. Its outputs below show what each mode does, not what BAGEL can do.
 
 # %%
 model, autoencoder = load_checkpoint(bagel_mini.DEFAULT_MODEL)
@@ -105,7 +105,7 @@ layer = last.cache.keys[0]
 print(f"keys of layer 0: {tuple(layer.shape)} = (tokens, key/value heads, head size); {len(last.cache.keys)} layers")
 
 # %% [markdown]
-# The VAE block is 16 latent tokens plus two markers (a 64x64 image is 4x4 tokens of 16x16 pixels),
+# The VAE block is 64 latent tokens plus two markers (a 64x64 image is 8x8 tokens of 8x8 pixels),
 # the ViT block 64 patches of 8x8 pixels plus two markers, the text its tokens plus `[bos]` and
 # `[eos]`. Each image takes one position, each text token one.
 #
@@ -133,9 +133,12 @@ for kind in kinds:
     print(f"{task.question:34s} model: {answer:40s} truth: {task.answer}")
 
 # %% [markdown]
-# Most of these answers are wrong. The model card's evaluation of this model (MiniVQA 0.48 on 200 questions,
-# against 0.42 for answers given without looking at the image) finds it better than a guess on the
-# colours of objects and no better on shapes; a handful of questions, as here, is a noisy sample of that.
+# Three of the five short answers are right (the colour, the background, the diamond), the count and the
+# shape wrong, and the description gets the background right and the objects wrong. The model card's
+# evaluation of this model (MiniVQA 0.59 on 200 questions,
+# against 0.42 for answers given without looking at the image) finds it reading backgrounds and counts,
+# and little better than a guess on colours and shapes; a handful of questions, as here, is a noisy sample
+# of that.
 #
 # ## 4. Generation, and talking about what was drawn
 #
@@ -280,21 +283,21 @@ fig.savefig(FIGURES / "08_interleaved.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# Reading the rows: the colour answer is right; the drawing has the prompt's colour but is two blobs,
-# and the description that follows names the prompt's one square, not the two blobs it drew; the edit
-# did turn the background beige, while the diamond grew a purple tail and the cross lost its corners; the
-# planned "yellow circle" comes out as a yellow smudge at the edge. The machinery is the released
+# Reading the rows: the colour answer is right; the drawing has the prompt's colour but is one slanted
+# blob, not a square, and the description that follows ("a purple cross and a purple triangle") matches
+# neither; the edit did turn the background beige and kept both objects in place and colour, though the
+# diamond came back as a cross; the planned "yellow circle" comes out as two small yellow round blobs. The machinery is the released
 # model's; the weak outputs are the toy model's.
 #
 # ## 8. What the cache saves
 #
 # Without a cache, every denoising step would run the whole context again, for each of the three
-# guidance branches; with it, a step runs only the image's own tokens (18 per branch for a 64x64
-# image). `bench.bench_sample` measures exactly this: it samples a 64x64 image with text and image
-# guidance after a context of a VAE image, a ViT image and `context_tokens` text tokens, once with the
-# caches built once and once rebuilding the three contexts at every step. It uses the toy preset
-# with random weights, which costs the same as the trained toy model. We call it for several context
-# lengths (each call prints its timings):
+# guidance branches; with it, a step runs only the image's own tokens (66 per branch for a 64x64 toy
+# image). `bench.bench_sample` measures exactly this: it samples an image of 4x4 latent tokens (32x32
+# pixels in the toy) with text and image guidance after a context of a VAE image, a ViT image and
+# `context_tokens` text tokens, once with the caches built once and once rebuilding the three contexts
+# at every step. It uses the toy preset with random weights, which costs the same as the trained toy
+# model. We call it for several context lengths (each call prints its timings):
 
 # %%
 lengths = [20, 100] if FAST else [25, 100, 200, 400, 800]
