@@ -288,10 +288,11 @@ result = bench.bench_step("toy", repeats=1 if FAST else 3, num_samples=4 if FAST
 print({name: round(value, 2) for name, value in result.items()})
 
 # %% [markdown]
-# With 16 samples (the full run; fast mode uses 4), the packed batch has 553 tokens against 1296 padded,
-# 43% of them, and its step took about 30% of the padded step's time in our runs (`packed_over_padded`):
-# less than its share of the tokens, because the padded sequence's attention grows with the square of
-# its length.
+# With 16 samples (the full run; fast mode uses 4), the packed batch has 631 tokens against 1296 padded,
+# 49% of them, and its step took 58% of the padded step's time in our run (`packed_over_padded`): more
+# than its share of the tokens, because at this size a step is mostly the fixed cost of its many small
+# operations; the saving grows with the batch, as the padded sequence's attention grows with the square
+# of its length.
 #
 # For reference, the README's figures, **measured by `python -m bagel_mini.bench step`** on the
 # 2-core CPU of the development machine (toy preset, 16 samples = 553 packed tokens, 10 repeats):
