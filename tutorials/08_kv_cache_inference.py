@@ -45,7 +45,8 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained
 # for about 90 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.59 on MiniVQA,
 # where answering from the question alone scores 0.42, draws the asked shape for about 40% of single-object
-# prompts and blobs for most others, and passes one edit in nine. Its outputs below show what each mode does, not what BAGEL can do.
+# prompts and blobs for most others, and passes one edit in nine. Its outputs below show what each mode
+# does, not what BAGEL can do.
 
 # %%
 model, autoencoder = load_checkpoint(bagel_mini.DEFAULT_MODEL)
@@ -286,8 +287,8 @@ fig
 # Reading the rows: the colour answer is right; the drawing has the prompt's colour but is one slanted
 # blob, not a square, and the description that follows ("a purple cross and a purple triangle") matches
 # neither; the edit did turn the background beige and kept both objects in place and colour, though the
-# diamond came back as a cross; the planned "yellow circle" comes out as two small yellow round blobs. The machinery is the released
-# model's; the weak outputs are the toy model's.
+# diamond came back as a cross; the planned "yellow circle" comes out as two small yellow round blobs.
+# The machinery is the released model's; the weak outputs are the toy model's.
 #
 # ## 8. What the cache saves
 #
