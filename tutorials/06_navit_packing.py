@@ -294,8 +294,9 @@ print({name: round(value, 2) for name, value in result.items()})
 # operations; the saving grows with the batch, as the padded sequence's attention grows with the square
 # of its length.
 #
-# For reference, the README's figures, **measured by `python -m bagel_mini.bench step`** on the
-# 2-core CPU of the development machine (toy preset, 16 samples = 553 packed tokens, 10 repeats):
+# For reference, the figures **measured by `python -m bagel_mini.bench step`** on the 2-core CPU of the
+# development machine, before the toy moved to 8-pixel latent tokens (16 samples = 553 packed tokens, 10
+# repeats):
 # `packed_over_padded` 0.37, that is a packed step took 37% of the time of the padded one; with 32
 # samples, 0.15.
 #
