@@ -11,7 +11,6 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 import sample  # noqa: E402
-from bagel_mini import DEFAULT_MODEL  # noqa: E402
 
 FAST = ["--checkpoint", str(TINY), "--steps", "3", "--size", "32"]
 
@@ -24,19 +23,20 @@ def test_text_to_image_writes_the_image_and_says_where(tmp_path, capsys):
 
 
 def test_without_size_a_toy_is_drawn_at_the_size_it_was_trained_at(tmp_path):
+    """The size in `train_image_size` when a checkpoint has it, else the largest its tables hold (at most 1024)."""
+    values = json.loads((TINY / "bagel_config.json").read_text())
+    assert "train_image_size" not in values  # the official tiny checkpoint does not say
+    largest = values["max_latent_size"] * values["latent_patch_size"] * values["ae_params"]["downsample"]
     out = tmp_path / "drawn.png"
-    sample.main(["--prompt", "a red circle", "--steps", "2", "--out", str(out)])  # the embedded model: 64 px
-    assert Image.open(out).size == (64, 64)
+    sample.main(["--checkpoint", str(TINY), "--prompt", "a red circle", "--steps", "2", "--out", str(out)])
+    assert Image.open(out).size == (largest, largest)
     checkpoint = tmp_path / "checkpoint"
-    shutil.copytree(DEFAULT_MODEL, checkpoint)
-    values = json.loads((checkpoint / "bagel_config.json").read_text())
-    del values["train_image_size"]  # not known: the largest size its tables hold (at most 1024)
-    (checkpoint / "bagel_config.json").write_text(json.dumps(values))
+    shutil.copytree(TINY, checkpoint)
+    (checkpoint / "bagel_config.json").write_text(json.dumps({**values, "train_image_size": 64}))
     sample.main(
         ["--checkpoint", str(checkpoint), "--prompt", "a red circle", "--steps", "2", "--out", str(out), "--overwrite"]
     )
-    side = values["max_latent_size"] * values["latent_patch_size"] * values["ae_params"]["downsample"]
-    assert Image.open(out).size == (side, side) != (64, 64)
+    assert Image.open(out).size == (64, 64) != (largest, largest)
 
 
 def test_editing_and_understanding_read_an_input_image(tmp_path, capsys):
