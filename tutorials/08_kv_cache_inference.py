@@ -136,10 +136,9 @@ for kind in kinds:
 # %% [markdown]
 # Three of the five short answers are right (the colour, the background, the diamond), the count and the
 # shape wrong, and the description gets the background right and the objects wrong. The model card's
-# evaluation of this model (MiniVQA 0.59 on 200 questions,
-# against 0.42 for answers given without looking at the image) finds it reading backgrounds and counts,
-# and little better than a guess on colours and shapes; a handful of questions, as here, is a noisy sample
-# of that.
+# evaluation of this model (MiniVQA 0.59 on 200 questions, against 0.42 for answers given without looking
+# at the image) finds it reading backgrounds and counts, and little better than a guess on colours and
+# shapes; a handful of questions, as here, is a noisy sample of that.
 #
 # ## 4. Generation, and talking about what was drawn
 #
