@@ -114,7 +114,7 @@ FINDINGS = {
         "and the edits that need reasoning last (Figure 7, i-ii)",
         {"default mix and reasoning edits": ["--mix", EDIT_MIX]},
         seeds=1,
-        steps=6000,
+        steps=12000,
         segments=6,
         curves=SCORES,
         final=(),

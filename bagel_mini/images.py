@@ -106,8 +106,9 @@ def vit_resize(config: BagelConfig) -> tuple[int, int, int]:
 def vae_resize(config: BagelConfig) -> tuple[int, int, int]:
     """(max_size, min_size, stride) for the autoencoder: the released ImageTransform(1024, 512, 16).
 
-    The long side fills the latent position table (64 tokens of 16 pixels), the short side is at least
-    half of that; the stride is one latent token (8x downsampling times the 2x2 latent patch).
+    The long side fills the latent position table (released: 64 tokens of 16 pixels), the short side is at
+    least half of that; the stride is one latent token (8x downsampling times the latent patch: 2x2 released,
+    1x1 in the toy).
     """
     stride = config.pixels_per_latent_token
     max_size = stride * config.max_latent_size

@@ -44,7 +44,7 @@ class VitImage:
 
 @dataclass
 class VaeImage:
-    pixels: Tensor  # (3, H, W) in [-1, 1]; H and W multiples of the pixels per latent token (16)
+    pixels: Tensor  # (3, H, W) in [-1, 1]; H and W multiples of the pixels per latent token
     loss: bool = False  # a noised target to denoise (MSE) rather than clean context
     droppable: bool = False
     frame_delta: int | None = None  # diffusion forcing: noised yet visible to later items; positions advance by this
@@ -65,7 +65,7 @@ class PackConfig:
     end_of_image: int  # <|vision_end|>
     vit_patch_size: int
     vit_max_patches_per_side: int
-    pixels_per_latent_token: int  # 16: 8x VAE downsampling times 2x2 latent patches
+    pixels_per_latent_token: int  # 8x VAE downsampling times the latent patch: 16 released, 8 in the toy
     max_latent_size: int
     interpolate_pos: bool = False
     dropout: ConditionDropout = field(default_factory=ConditionDropout)
