@@ -290,7 +290,7 @@ def verdict(name: str, summary: dict) -> dict:
         )
         text = (
             f"validation MSE on edits: VAE + ViT {mse['VAE + ViT']:.4f}, VAE only {mse['VAE only']:.4f} (ViT tokens "
-            f"lower it by {gaps[0]:+.4f}; seeds up to {spreads[0]:.4f} apart); on reasoning edits by {gaps[1]:+.4f} "
+            f"change it by {-gaps[0]:+.4f}; seeds up to {spreads[0]:.4f} apart); on reasoning edits by {-gaps[1]:+.4f} "
             f"(seeds up to {spreads[1]:.4f} apart); {scores}"
         )
         return {"text": text, "agrees": agrees}
