@@ -10,7 +10,7 @@ four stages. The toy has no pretrained parts, so the recipe makes them first. Ea
 
     vae       the autoencoder (pixels <-> latents)
     lm        the language model on Shapes World texts; both MoT experts start from it
-    vit       the ViT, with SigLIP's sigmoid image-text loss against a small text tower
+    vit       the ViT, with SigLIP's sigmoid image-text loss against a small text tower, and a per-patch loss
     align     the connector only (ViT and LLM frozen), on captions
     pretrain  everything, on the default mix (generation four times as often as understanding)
     continue  more interleaved tasks (edits, videos, reasoning)

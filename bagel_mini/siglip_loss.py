@@ -8,12 +8,14 @@ CLIP's softmax, each pair is its own binary question, so no row or column normal
 
 `scene_batch` draws scenes, their captions and probe labels; `pack_images` packs images NaViT style, as
 navit.py does for the ViT; `pooled_features` + `linear_probe` measure whether the frozen ViT tells shapes,
-colours, counts and backgrounds apart.
+colours, counts and backgrounds apart, and the same probe on `vit_tokens` whether each token knows the shape
+that covers it. `PatchLoss` adds a per-token objective, as SigLIP2 adds location-aware ones.
 """
 
 import math
 import random
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,12 +23,16 @@ from torch import Tensor, nn
 from bagel_mini.config import BagelConfig
 from bagel_mini.images import grid_position_ids, patchify, to_tensor
 from bagel_mini.shapes_world import BACKGROUNDS, COLORS, SHAPES, random_scene, render
-from bagel_mini.shapes_world.scene import MAX_OBJECTS
+from bagel_mini.shapes_world.scene import MAX_OBJECTS, Scene, object_map
 from bagel_mini.shapes_world.text import caption
 from bagel_mini.siglip import SiglipVisionModel
 
 # The probe labels of `scene_batch` and how many classes each has.
 PROBE_CLASSES = {"count": MAX_OBJECTS, "background": len(BACKGROUNDS), "shape": len(SHAPES), "color": len(COLORS)}
+# What a patch token names in the patch loss: the shape covering it or none, its colour or the background's.
+PATCH_SHAPES = ("none", *SHAPES)
+PATCH_COLORS = (*BACKGROUNDS, *COLORS)
+MIN_COVER = 0.15  # the share of a patch an object must paint to be what covers it
 
 
 def mean_per_image(tokens: Tensor, lengths: list[int]) -> Tensor:
@@ -82,6 +88,43 @@ class ImageHead(nn.Module):
         return self.proj(mean_per_image(tokens, lengths))
 
 
+class PatchLoss(nn.Module):
+    """Every patch token names what covers its patch: a shape (or none) and a colour (or the background).
+
+    SigLIP2 adds location-aware losses to the sigmoid loss (LocCa: a decoder captions and grounds regions),
+    because a loss on a pooled embedding says little about where things are, and a Bagel reads the ViT token by
+    token. The toy's stand-in is this per-token classification: a caption asks the ViT which shapes a scene
+    holds, but a 2-layer ViT answers with colours and counts (the probe moves on those, not on shapes); asked
+    per patch, it learns shapes.
+    """
+
+    def __init__(self, vit_hidden: int):
+        super().__init__()
+        self.proj = nn.Linear(vit_hidden, len(PATCH_SHAPES) + len(PATCH_COLORS))
+
+    def forward(self, tokens: Tensor, shapes: Tensor, colors: Tensor) -> Tensor:
+        """tokens: (N, vit_hidden) packed; shapes, colors: (N,) class indexes from `patch_labels`."""
+        logits = self.proj(tokens)
+        shape_logits, color_logits = logits.split([len(PATCH_SHAPES), len(PATCH_COLORS)], dim=-1)
+        return F.cross_entropy(shape_logits, shapes) + F.cross_entropy(color_logits, colors)
+
+
+def patch_labels(scene: Scene, image_size: int, patch: int, supersample: int = 4) -> tuple[Tensor, Tensor]:
+    """What covers each patch, row by row as `patchify` orders them: (P,) indexes into PATCH_SHAPES and (P,) into
+    PATCH_COLORS. A patch belongs to the object that paints the most of it, if at least MIN_COVER of it."""
+    side, cell = image_size * supersample, patch * supersample
+    owner = np.asarray(object_map(scene, side))  # (side, side): 0 background, i + 1 objects[i]
+    rows = side // cell
+    cells = owner.reshape(rows, cell, rows, cell).transpose(0, 2, 1, 3).reshape(rows * rows, cell * cell)
+    cover = np.stack([(cells == i + 1).mean(1) for i in range(len(scene.objects))], axis=1)  # (P, objects)
+    shapes, colors = [], []
+    for shares in cover:
+        o = scene.objects[shares.argmax()] if shares.max() >= MIN_COVER else None
+        shapes.append(PATCH_SHAPES.index(o.shape if o else "none"))
+        colors.append(PATCH_COLORS.index(o.color if o else scene.background))
+    return torch.tensor(shapes), torch.tensor(colors)
+
+
 class SigmoidLoss(nn.Module):
     """SigLIP's loss: every (image i, text j) pair is a binary question, "do they match?" (yes iff i == j).
 
@@ -104,14 +147,14 @@ class SigmoidLoss(nn.Module):
 
 
 def scene_batch(
-    rng: random.Random, count: int, image_size: int, tokenizer
+    rng: random.Random, count: int, image_size: int, tokenizer, patch: int
 ) -> tuple[list[Tensor], Tensor, Tensor, dict[str, Tensor]]:
     """`count` random scenes as (images, ids, lengths, labels).
 
     images: [(3, S, S) in [-1, 1]]; ids: (B, T) captions right-padded with 0 (the text tower masks padding, so
     its value does not matter); lengths: (B,); labels: a (B,) tensor per PROBE_CLASSES key: the number of
     objects - 1, the background, and the first object's shape and colour (indexes into BACKGROUNDS, SHAPES,
-    COLORS).
+    COLORS); and "patch_shape", "patch_color": (B * P,) what covers each patch of each image (`patch_labels`).
     """
     scenes = [random_scene(rng) for _ in range(count)]
     images = [to_tensor(render(scene, image_size)) for scene in scenes]
@@ -126,6 +169,8 @@ def scene_batch(
         "shape": torch.tensor([SHAPES.index(scene.objects[0].shape) for scene in scenes]),
         "color": torch.tensor([list(COLORS).index(scene.objects[0].color) for scene in scenes]),
     }
+    patches = [patch_labels(scene, image_size, patch) for scene in scenes]
+    labels["patch_shape"], labels["patch_color"] = (torch.cat(column) for column in zip(*patches))
     return images, ids, lengths, labels
 
 
@@ -143,12 +188,16 @@ def pack_images(images: list[Tensor], config: BagelConfig) -> tuple[Tensor, Tens
 
 
 @torch.no_grad()
-def pooled_features(vit: SiglipVisionModel, images: list[Tensor], config: BagelConfig) -> Tensor:
-    """The frozen ViT's mean-pooled output per image, (B, hidden), for the linear probe."""
+def vit_tokens(vit: SiglipVisionModel, images: list[Tensor], config: BagelConfig) -> tuple[Tensor, list[int]]:
+    """The frozen ViT's output tokens of packed images, (N, hidden), and the patches per image."""
     parameter = next(vit.parameters())
     patches, position_ids, lengths = pack_images(images, config)
-    tokens = vit(patches.to(parameter), position_ids.to(parameter.device), lengths)
-    return mean_per_image(tokens, lengths)
+    return vit(patches.to(parameter), position_ids.to(parameter.device), lengths), lengths
+
+
+def pooled_features(vit: SiglipVisionModel, images: list[Tensor], config: BagelConfig) -> Tensor:
+    """The frozen ViT's mean-pooled output per image, (B, hidden), for the linear probe."""
+    return mean_per_image(*vit_tokens(vit, images, config))
 
 
 def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, classes: int) -> float:

@@ -6,6 +6,7 @@ Identities are checked in float64 (tolerance 1e-12, for values of size up to abo
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from helpers import assert_names
@@ -16,15 +17,20 @@ from bagel_mini.config import preset
 from bagel_mini.images import to_tensor
 from bagel_mini.navit import PackConfig, VitImage, pack
 from bagel_mini.shapes_world import BACKGROUNDS, COLORS, SHAPES, random_scene, render
+from bagel_mini.shapes_world.scene import Scene, SceneObject, object_map
 from bagel_mini.shapes_world.text import caption
 from bagel_mini.siglip import SiglipVisionModel
 from bagel_mini.siglip_loss import (
+    PATCH_COLORS,
+    PATCH_SHAPES,
     PROBE_CLASSES,
     ImageHead,
+    PatchLoss,
     SigmoidLoss,
     TextTower,
     linear_probe,
     pack_images,
+    patch_labels,
     pooled_features,
     scene_batch,
 )
@@ -118,14 +124,53 @@ def test_image_head_pools_each_image_separately():
     assert (after[1] - before[1]).abs().max() > 1e-3
 
 
+def test_object_map_marks_the_pixels_each_object_paints():
+    """A square's box on whole pixels, 16 to 32 of 64 across and down: PIL fills a polygon up to and including
+    its last corner, so pixels 16-32 are the first object's (1), as `render` paints them. A second object gets 2."""
+    square = SceneObject("square", "red", size=16 / 64, x=24 / 64, y=24 / 64)
+    other = SceneObject("square", "blue", size=8 / 64, x=52 / 64, y=52 / 64)
+    owner = torch.from_numpy(np.asarray(object_map(Scene((square, other), "white"), 64)).copy())
+    expected = torch.zeros(64, 64, dtype=torch.uint8)
+    expected[16:33, 16:33] = 1
+    expected[48:57, 48:57] = 2
+    assert torch.equal(owner, expected)
+
+
+def test_patch_labels_name_what_covers_at_least_min_cover_of_each_patch():
+    """Patches of 8 pixels on a 64-pixel image (8 x 8, row by row). A square spanning pixels 14-33 covers the
+    patches of columns and rows 2-3 whole, 2/8 of the width of columns 1 and 4 (a share of 0.25 >= MIN_COVER) and
+    2/8 x 2/8 = 0.0625 of the corner patches (1, 1), (1, 4), (4, 1), (4, 4): below MIN_COVER, so background."""
+    square = SceneObject("square", "green", size=20 / 64, x=24 / 64, y=24 / 64)
+    shapes, colors = patch_labels(Scene((square,), "beige"), 64, 8)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[1:5, 2:4] = expected[2:4, 1:5] = True
+    assert torch.equal(shapes.view(8, 8) == PATCH_SHAPES.index("square"), expected)
+    assert torch.equal(shapes.view(8, 8) == PATCH_SHAPES.index("none"), ~expected)
+    assert torch.equal(colors.view(8, 8) == PATCH_COLORS.index("green"), expected)
+    assert torch.equal(colors.view(8, 8) == PATCH_COLORS.index("beige"), ~expected)
+
+
+def test_patch_loss_of_uninformative_logits_is_the_sum_of_two_uniform_cross_entropies():
+    loss = PatchLoss(16)
+    torch.nn.init.zeros_(loss.proj.weight)
+    torch.nn.init.zeros_(loss.proj.bias)
+    tokens = torch.randn(5, 16)
+    shapes, colors = torch.tensor([0, 1, 2, 3, 5]), torch.tensor([0, 4, 8, 2, 3])
+    expected = math.log(len(PATCH_SHAPES)) + math.log(len(PATCH_COLORS))  # 6 and 9 classes
+    assert abs(loss(tokens, shapes, colors).item() - expected) < 1e-6  # float32 logs of values near 2
+
+
 def test_scene_batch_labels_and_padded_captions_agree_with_the_scenes(tokenizer):
-    images, ids, lengths, labels = scene_batch(random.Random(5), 12, 32, tokenizer)
+    images, ids, lengths, labels = scene_batch(random.Random(5), 12, 32, tokenizer, 8)
     rng = random.Random(5)  # the same seed, drawn again here
     scenes = [random_scene(rng) for _ in range(12)]
-    assert set(labels) == set(PROBE_CLASSES)
-    for name, values in labels.items():
-        assert values.dtype == torch.long and values.shape == (12,)
-        assert 0 <= values.min() and values.max() < PROBE_CLASSES[name]
+    assert set(labels) == {*PROBE_CLASSES, "patch_shape", "patch_color"}
+    for name, classes in PROBE_CLASSES.items():
+        assert labels[name].dtype == torch.long and labels[name].shape == (12,)
+        assert 0 <= labels[name].min() and labels[name].max() < classes
+    patches = [patch_labels(scene, 32, 8) for scene in scenes]  # 16 patches per image
+    assert torch.equal(labels["patch_shape"], torch.cat([shape for shape, _ in patches]))
+    assert torch.equal(labels["patch_color"], torch.cat([color for _, color in patches]))
     assert len(set(lengths.tolist())) > 1  # captions of different lengths, so padding is exercised
     assert ids.dtype == lengths.dtype == torch.long and ids.shape == (12, max(lengths.tolist()))
     for i, scene in enumerate(scenes):
@@ -200,7 +245,7 @@ def test_vit_and_text_tower_learn_to_match_a_fixed_batch(tokenizer):
     plateau near 3.0 for 20-50 steps; seed 0 (used here) ends at 0.28. With the ViT frozen the towers alone reach
     1.35, so the bound, a quarter of the plateau (0.75), needs the ViT to learn and leaves room for a later escape
     from the plateau."""
-    images, ids, lengths, _ = scene_batch(random.Random(0), 8, CONFIG.vit.image_size, tokenizer)
+    images, ids, lengths, _ = scene_batch(random.Random(0), 8, CONFIG.vit.image_size, tokenizer, 8)
     patches, position_ids, image_lengths = pack_images(images, CONFIG)
     torch.manual_seed(0)
     vit, head = SiglipVisionModel(CONFIG.vit), ImageHead(CONFIG.vit.hidden_size, dim=32)

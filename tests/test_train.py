@@ -272,8 +272,26 @@ def test_the_vit_stage_trains_the_vit_alone_resumes_exactly_and_probes_it(lm_run
     assert changed == {"vit"}
     probe = json.loads((tmp_path / "B" / "probe.json").read_text())
     for when in ("before", "after"):
-        assert set(probe[when]) == {"count", "background", "shape", "color"}
+        assert set(probe[when]) == {"count", "background", "shape", "color", "patch_shape"}
         assert all(0 <= accuracy <= 1 for accuracy in probe[when].values())
+
+
+def test_freeze_vit_keeps_the_vit_of_init_and_a_resumed_run_keeps_the_flag(lm_run, tmp_path, capsys):
+    def run(out: str, steps: int, *extra: str) -> list[str]:
+        init = ["--init", str(lm_run / "last"), "--tokens", "512", "--warmup", "1", "--checkpoint-every", "2"]
+        return [*init, "--out", str(tmp_path / out), "--max-steps", str(steps), *extra]
+
+    train.main(run("A", 2, "--freeze-vit"))
+    config = load_config_dir(lm_run / "last")
+    before = checkpoint.load_model_weights(lm_run / "last", config)
+    raw = load_file(tmp_path / "A" / "last" / "model.safetensors")
+    ema = checkpoint.load_model_weights(tmp_path / "A" / "last", config)  # ema.safetensors, in the released layout
+    for name, after in (("model", raw), ("ema", ema)):
+        changed = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+        assert "vit" not in changed and {"llm", "connector"} <= changed, name
+    assert not any(key.startswith("vit.") for key in load_file(tmp_path / "A" / "last" / "optimizer.safetensors"))
+    message = refusal(run("A", 4, "--resume"), capsys)
+    assert "--freeze-vit" in message and "--resume" in message
 
 
 def test_the_ema_warms_up_and_the_learning_rate_cools_down():

@@ -188,7 +188,7 @@ fig
 #    at 0.20. In the default mix, where a fifth of the samples are understanding, 2,000 steps from that
 #    ViT score the same as from scratch (0.39 against 0.38, both below the blind 0.42). A pre-trained toy
 #    ViT, as SigLIP2 is for the real one, followed by an understanding-heavy first stage, is where to
-#    look next: `train.py --stage vit` pretrains one with SigLIP's own loss, and `python -m
+#    look next: `train.py --stage vit` pretrains one with SigLIP's own loss and a per-patch loss, and `python -m
 #    bagel_mini.recipe` runs it before the alignment stage (the model card has what it gave).
 # 6. **Where do the blobs come from?** From a truly noised latent at t = 0.4, the generation expert's
 #    one-step guess of the image is a sharp shape; from pure noise, the sampler commits to a blob by

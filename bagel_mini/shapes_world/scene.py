@@ -114,17 +114,29 @@ def moved(rng: random.Random, scene: Scene, distance: float) -> tuple[SceneObjec
     return None
 
 
+def paint(draw: ImageDraw.ImageDraw, scene: Scene, side: int, fills: list) -> None:
+    """Draw each object of the scene, the i-th in fills[i], on an image `side` pixels wide."""
+    for o, fill in zip(scene.objects, fills):
+        x0, y0, s = (o.x - o.size / 2) * side, (o.y - o.size / 2) * side, o.size * side
+        if o.shape == "circle":
+            draw.ellipse([x0, y0, x0 + s, y0 + s], fill=fill)
+        else:
+            for polygon in POLYGONS[o.shape]:
+                draw.polygon([(x0 + u * s, y0 + v * s) for u, v in polygon], fill=fill)
+
+
 def render(scene: Scene, size: int = 64, supersample: int = 4) -> Image.Image:
     """The scene as a size x size RGB image, anti-aliased: drawn `supersample` times larger, then each block of
     pixels averaged (a box filter: each pixel gets the share of paint it covers, with no ringing)."""
     big = size * supersample
     image = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
-    draw = ImageDraw.Draw(image)
-    for o in scene.objects:
-        x0, y0, s = (o.x - o.size / 2) * big, (o.y - o.size / 2) * big, o.size * big
-        if o.shape == "circle":
-            draw.ellipse([x0, y0, x0 + s, y0 + s], fill=COLORS[o.color])
-        else:
-            for polygon in POLYGONS[o.shape]:
-                draw.polygon([(x0 + u * s, y0 + v * s) for u, v in polygon], fill=COLORS[o.color])
+    paint(ImageDraw.Draw(image), scene, big, [COLORS[o.color] for o in scene.objects])
     return image.reduce(supersample)
+
+
+def object_map(scene: Scene, size: int) -> Image.Image:
+    """Which object paints each pixel of a size x size image: 0 for the background, i + 1 for objects[i]
+    (drawn in order, so a later object wins where two overlap, as in `render`). Not anti-aliased."""
+    image = Image.new("L", (size, size), 0)
+    paint(ImageDraw.Draw(image), scene, size, list(range(1, len(scene.objects) + 1)))
+    return image
