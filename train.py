@@ -94,6 +94,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "autoencoder: the previous stage's OUT/last",
     )
     parser.add_argument(
+        "--vit",
+        help="take the ViT from this checkpoint directory (a --stage vit run's OUT/last) in place of --init's\n"
+        "(the official trainer reads SigLIP2 from its own path)",
+    )
+    parser.add_argument(
         "--freeze-vit",
         action="store_true",
         help="keep the ViT as --init gave it (the official trainer's freeze_vit), e.g. after --stage vit",
@@ -195,6 +200,15 @@ def init_weights(model: nn.Module) -> None:
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
     nn.init.zeros_(model.llm2vae.weight)  # predict no motion at first, as the official init
+
+
+def vit_weights(directory: str, config) -> dict[str, torch.Tensor]:
+    """The ViT weights (EMA) of another checkpoint, by the names of `model.vit`; its ViT must be this one's."""
+    theirs = load_config_dir(directory)
+    if theirs.vit != config.vit:
+        raise ValueError(f"--vit {directory}: its ViT ({theirs.vit}) differs from this model's ({config.vit})")
+    weights = checkpoint.load_model_weights(directory, theirs)
+    return {name.removeprefix("vit."): tensor for name, tensor in weights.items() if name.startswith("vit.")}
 
 
 def set_trainable(model: Bagel, stage: str, freeze_vit: bool = False) -> None:
@@ -319,6 +333,8 @@ def train(args) -> None:
     init_weights(model)
     if args.init and not args.resume:
         model.load_state_dict(checkpoint.load_model_weights(args.init, config))
+    if args.vit and not args.resume:
+        model.vit.load_state_dict(vit_weights(args.vit, config))
     model.to(device)
     set_trainable(model, args.stage, args.freeze_vit)
     wrapped = wrap_distributed(model, args, world, device)

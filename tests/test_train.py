@@ -294,6 +294,26 @@ def test_freeze_vit_keeps_the_vit_of_init_and_a_resumed_run_keeps_the_flag(lm_ru
     assert "--freeze-vit" in message and "--resume" in message
 
 
+def test_vit_takes_the_vit_of_another_checkpoint_and_refuses_a_different_one(lm_run, tmp_path, capsys):
+    vit = ["--stage", "vit", "--init", str(lm_run / "last"), "--warmup", "1", "--lr", "1e-2", "--max-steps", "1"]
+    train.main([*vit, "--out", str(tmp_path / "vit")])
+    run = ["--init", str(lm_run / "last"), "--tokens", "512", "--max-steps", "1", "--freeze-vit"]
+    train.main([*run, "--vit", str(tmp_path / "vit" / "last"), "--out", str(tmp_path / "A")])
+    config = load_config_dir(lm_run / "last")
+    given = checkpoint.load_model_weights(tmp_path / "vit" / "last", config)
+    init = checkpoint.load_model_weights(lm_run / "last", config)
+    after = load_file(tmp_path / "A" / "last" / "model.safetensors")
+    vit_keys = [key for key in given if key.startswith("vit.")]
+    assert all(torch.equal(after[key], given[key]) for key in vit_keys)
+    assert not all(torch.equal(given[key], init[key]) for key in vit_keys)  # the vit stage changed it
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "vit" / "last", other)
+    vit_config = json.loads((other / "vit_config.json").read_text())
+    (other / "vit_config.json").write_text(json.dumps({**vit_config, "hidden_size": 32}))
+    message = refusal([*run, "--vit", str(other), "--out", str(tmp_path / "B")], capsys)
+    assert "--vit" in message and str(other) in message
+
+
 def test_the_ema_warms_up_and_the_learning_rate_cools_down():
     args = train.parse_args(["--out", "x", "--ema", "0.999", "--lr", "1", "--warmup", "10", "--max-steps", "100"])
     assert [train.ema_decay(args, step) for step in (0, 90, 10_000)] == [1 / 10, 91 / 100, 0.999]
