@@ -36,11 +36,14 @@ The last line printed by each is one JSON object.
 Measured on a 2-core CPU: `train` 1.26x (per-sample attention) and 1.33x (with the data worker) the
 generation-loss images per second of the baseline, at 0.27 of the matmul peak (0.21 before; the toy's
 8-pixel latent tokens: 16-pixel ones gave 1.21x, 1.40x and 0.28, their batches holding twice the images
-to encode). Measured before that change, with 16-pixel tokens and the previous embedded model:
+to encode). Measured before the 8-pixel tokens, with 16-pixel tokens and the previous embedded model:
 `step` MoT / dense 0.99, MoE 1.05 (toy, 16 samples; an idle-machine figure), packed 0.37 of padded;
 `sample` 5.1x for the KV cache (386 cached tokens); `load` peak 1.04x the weights; `weights fp8` 0.595 of
 the bfloat16 bytes (0.553 for the 7B), load peak 1.04x, top-1 agreement 0.991, pixel cosine 0.9998
 (int8: 0.986 and 0.9999), a `small` sampling step about 2x (int8 1.2x) as long.
+On a later day, with the fused AdamW (its step 2.4 ms against 11), two runs of `train` gave medians of
+1.17x and 1.30x (per-sample attention) and 1.23x and 1.20x (with the worker), the rounds of one run from
+1.03x to 1.55x, and the machine's matmul peak 129 and 170 GFLOP/s: a noisy machine that day.
 """
 
 import argparse
