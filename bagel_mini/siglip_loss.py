@@ -7,8 +7,8 @@ embeds the caption, and the loss asks every (image, text) pair of a batch whethe
 CLIP's softmax, each pair is its own binary question, so no row or column normalisation is needed.
 
 `scene_batch` draws scenes, their captions and probe labels; `pack_images` packs images NaViT style, as
-navit.py does for the ViT; `pooled_features` + `linear_probe` measure whether the frozen ViT tells shapes,
-colours, counts and backgrounds apart, and the same probe on `vit_tokens` whether each token knows the shape
+navit.py does for the ViT; `linear_probe` on the mean of `vit_tokens` per image measures whether the frozen
+ViT tells shapes, colours, counts and backgrounds apart, and on single tokens whether each knows the shape
 that covers it. `PatchLoss` adds a per-token objective, as SigLIP2 adds location-aware ones.
 """
 
@@ -117,12 +117,12 @@ def patch_labels(scene: Scene, image_size: int, patch: int, supersample: int = 4
     rows = side // cell
     cells = owner.reshape(rows, cell, rows, cell).transpose(0, 2, 1, 3).reshape(rows * rows, cell * cell)
     cover = np.stack([(cells == i + 1).mean(1) for i in range(len(scene.objects))], axis=1)  # (P, objects)
-    shapes, colors = [], []
-    for shares in cover:
-        o = scene.objects[shares.argmax()] if shares.max() >= MIN_COVER else None
-        shapes.append(PATCH_SHAPES.index(o.shape if o else "none"))
-        colors.append(PATCH_COLORS.index(o.color if o else scene.background))
-    return torch.tensor(shapes), torch.tensor(colors)
+    owner, covered = cover.argmax(1), cover.max(1) >= MIN_COVER
+    shape_of = np.array([PATCH_SHAPES.index(o.shape) for o in scene.objects])
+    color_of = np.array([PATCH_COLORS.index(o.color) for o in scene.objects])
+    shapes = np.where(covered, shape_of[owner], PATCH_SHAPES.index("none"))
+    colors = np.where(covered, color_of[owner], PATCH_COLORS.index(scene.background))
+    return torch.from_numpy(shapes), torch.from_numpy(colors)
 
 
 class SigmoidLoss(nn.Module):
@@ -193,11 +193,6 @@ def vit_tokens(vit: SiglipVisionModel, images: list[Tensor], config: BagelConfig
     parameter = next(vit.parameters())
     patches, position_ids, lengths = pack_images(images, config)
     return vit(patches.to(parameter), position_ids.to(parameter.device), lengths), lengths
-
-
-def pooled_features(vit: SiglipVisionModel, images: list[Tensor], config: BagelConfig) -> Tensor:
-    """The frozen ViT's mean-pooled output per image, (B, hidden), for the linear probe."""
-    return mean_per_image(*vit_tokens(vit, images, config))
 
 
 def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, classes: int) -> float:

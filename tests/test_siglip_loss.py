@@ -31,8 +31,8 @@ from bagel_mini.siglip_loss import (
     linear_probe,
     pack_images,
     patch_labels,
-    pooled_features,
     scene_batch,
+    vit_tokens,
 )
 from bagel_mini.tokenizer import BagelTokenizer
 
@@ -197,18 +197,17 @@ def test_pack_images_packs_as_navit_does():
     assert lengths == batch.vit_lengths
 
 
-def test_pooled_features_are_each_images_mean_vit_output():
+def test_vit_tokens_are_each_images_tokens_alone():
     torch.manual_seed(0)
     vit = SiglipVisionModel(CONFIG.vit).double()
     generator = torch.Generator().manual_seed(1)
     images = [torch.rand(3, h, w, generator=generator) * 2 - 1 for h, w in ((32, 64), (64, 48))]
-    features = pooled_features(vit, images, CONFIG)
-    assert not features.requires_grad
-    for pixels, row in zip(images, features):
-        patches, position_ids, lengths = pack_images([pixels], CONFIG)  # one image alone: nothing to leak from
+    tokens, lengths = vit_tokens(vit, images, CONFIG)
+    assert not tokens.requires_grad and lengths == [4 * 8, 8 * 6]  # 8-pixel patches
+    for pixels, block in zip(images, tokens.split(lengths)):
+        patches, position_ids, alone = pack_images([pixels], CONFIG)  # one image alone: nothing to leak from
         with torch.no_grad():
-            tokens = vit(patches.double(), position_ids, lengths)
-        torch.testing.assert_close(row, tokens.sum(0) / lengths[0], **EXACT)
+            torch.testing.assert_close(block, vit(patches.double(), position_ids, alone), **EXACT)
 
 
 def test_linear_probe_scores_separable_classes_perfectly():

@@ -211,7 +211,9 @@ def test_bad_runs_are_refused_with_one_line(data, tmp_path, capsys):
     assert "--tokens 8" in message and "sample 0" in message
 
 
-@pytest.mark.parametrize("flag", [["--ema", "0.9"], ["--ce-weight", "1"], ["--dropout", "0", "0", "0"], ["--eval-n=3"]])
+@pytest.mark.parametrize(
+    "flag", [["--ema", "0.9"], ["--ce-weight", "1"], ["--dropout", "0", "0", "0"], ["--eval-n=3"], ["--vit", "x"]]
+)
 def test_flags_of_the_bagel_stages_are_refused_for_the_autoencoder(tmp_path, capsys, flag):
     message = refusal(["--stage", "vae", "--out", str(tmp_path / "ae"), "--max-steps", "1", *flag], capsys)
     assert flag[0].split("=")[0] in message and "vae" in message
