@@ -166,7 +166,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers",
         type=flags.at_least(0),
-        help="data workers that pack and encode the next micro-batches (default: 1 on a CPU, 0 on a GPU)",
+        help="data workers that pack and encode the next micro-batches (default: 1 on a CPU with a core to spare "
+        "beyond one per process, else 0)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (under torchrun)")
@@ -348,7 +349,7 @@ def train(args) -> None:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         runs.keep_log_rows(log_path, start)
-    workers = (1 if device.type == "cpu" else 0) if args.workers is None else args.workers
+    workers = default_workers(device, world) if args.workers is None else args.workers
     if workers and device.type == "cpu":  # the worker's core is taken: leave it its own
         torch.set_num_threads(max(1, torch.get_num_threads() - workers))
     micro_indexes = range(rank * args.accum, (rank + 1) * args.accum)
@@ -575,6 +576,12 @@ def setup_distributed(args) -> tuple[int, int, torch.device]:
             torch.cuda.set_device(device)
         return dist.get_rank(), world, device
     return 0, 1, device
+
+
+def default_workers(device: torch.device, world: int) -> int:
+    """One data worker on a CPU with a core to spare beyond one per process (so not under torchrun with a
+    process per core, where a worker would take a training process's core), none on a GPU."""
+    return int(device.type == "cpu" and (os.cpu_count() or 1) > world)
 
 
 def check_same_parts(batch, step: int, device) -> None:

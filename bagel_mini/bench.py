@@ -173,50 +173,106 @@ def timed(function) -> float:
     return time.perf_counter() - start
 
 
-def bench_train(steps: int, repeats: int) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
+def toy_training_parts():
+    """What a toy training step needs besides the model: the embedded autoencoder, the toy config, the data."""
     from bagel_mini import checkpoint
-    from bagel_mini.attention import dense_mask
     from bagel_mini.cfg import ConditionDropout
-    from bagel_mini.data import PreparedBatches, ShapesData
+    from bagel_mini.data import ShapesData
     from bagel_mini.tokenizer import BagelTokenizer
 
-    threads = torch.get_num_threads()
     autoencoder = checkpoint.load_autoencoder(DEFAULT_MODEL)
     config = preset("toy")
     config.vae = autoencoder.config
     data = ShapesData(64, BagelTokenizer.from_dir(DEFAULT_MODEL))
     pack_config = PackConfig.for_model(config, data.tokenizer.special_ids, dropout=ConditionDropout(0.1, 0.5, 0.1))
+    return autoencoder, config, data, pack_config
+
+
+def training_steps(variant: str, first_step: int, steps: int, threads: int, rank: int = 0) -> dict:
+    """`steps` training steps (after two warm-up steps) of a fresh model; wall seconds and what they held.
+
+    Under `ddp` this runs in each process (rank `rank`), each on its own micro-batch of every step, as
+    train.py's processes do under torchrun; the counts are then this process's alone."""
+    from bagel_mini.attention import dense_mask
+    from bagel_mini.data import PreparedBatches
+
+    autoencoder, config, data, pack_config = toy_training_parts()
+    torch.manual_seed(0)
+    model = Bagel(config)
+    ema = {name: p.detach().clone() for name, p in model.named_parameters()}
+    fused = variant in ("worker", "ddp")  # train.py's optimiser now; the others loop over the parameters
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-15, fused=fused)
+    trained = model
+    if variant == "ddp":  # train.py's wrapping; a batch may lack ViT or VAE tokens, so unused parameters
+        trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    span = range(first_step, first_step + steps + 2)
+    micro = range(rank, rank + 1)  # train.py's micro-batch of this process
+    prepared = PreparedBatches(data, pack_config, 1024, 0, span, micro, autoencoder, config.patch_latent_dim)
+    torch.set_num_threads(threads)
+    batches = prepared.ahead(1) if variant == "worker" else iter(prepared)
+    totals = {"seconds": 0.0, "prepare_seconds": 0.0, "images": 0, "tokens": 0}
+    for index in range(len(span)):
+        began = time.perf_counter()
+        batch, latents, noise = next(batches)
+        prepared_at = time.perf_counter()
+        mask = dense_mask(batch.splits, batch.sequence_length) if variant == "baseline" else None
+        trained(batch, latents, noise=noise, mask=mask)["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1e-3)
+        if index >= 2:
+            totals["seconds"] += time.perf_counter() - began
+            totals["prepare_seconds"] += prepared_at - began
+            totals["images"] += noised_images(batch)
+            totals["tokens"] += batch.sequence_length
+    return totals
+
+
+def ddp_process(rank: int, world: int, port: int, first_step: int, steps: int, results) -> None:
+    """One of the `ddp` variant's processes: one thread, its own micro-batch, gradients averaged over gloo."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    totals = training_steps("ddp", first_step, steps, threads=1, rank=rank)
+    results.put((rank, totals))
+    dist.destroy_process_group()
+
+
+def ddp_steps(first_step: int, steps: int, world: int = 2) -> dict:
+    """The `ddp` variant: `world` processes train together; the images and tokens of all, rank 0's seconds."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:  # a free port for the processes to meet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.SimpleQueue()
+    mp.start_processes(ddp_process, args=(world, port, first_step, steps, results), nprocs=world, start_method="spawn")
+    by_rank = dict(results.get() for _ in range(world))
+    return {
+        "seconds": by_rank[0]["seconds"],
+        "prepare_seconds": by_rank[0]["prepare_seconds"],
+        "images": sum(t["images"] for t in by_rank.values()),
+        "tokens": sum(t["tokens"] for t in by_rank.values()),
+    }
+
+
+def bench_train(steps: int, repeats: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bagel_mini.data import PreparedBatches
+
+    threads = torch.get_num_threads()
+    autoencoder, config, data, pack_config = toy_training_parts()
 
     def run(variant: str, first_step: int) -> dict:
-        """`steps` training steps (after two warm-up steps) of a fresh model; wall seconds and what they held."""
-        torch.manual_seed(0)
-        model = Bagel(config)
-        ema = {name: p.detach().clone() for name, p in model.named_parameters()}
-        fused = variant == "worker"  # train.py's optimiser now; the baseline's loops over the parameters
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-15, fused=fused)
-        span = range(first_step, first_step + steps + 2)
-        prepared = PreparedBatches(data, pack_config, 1024, 0, span, range(1), autoencoder, config.patch_latent_dim)
-        torch.set_num_threads(1 if variant == "worker" else threads)
-        batches = prepared.ahead(1) if variant == "worker" else None
-        totals = {"seconds": 0.0, "prepare_seconds": 0.0, "images": 0, "tokens": 0}
-        for index, step in enumerate(span):
-            began = time.perf_counter()
-            batch, latents, noise = next(batches) if batches else prepared.prepare(step, 0)
-            prepared_at = time.perf_counter()
-            mask = dense_mask(batch.splits, batch.sequence_length) if variant == "baseline" else None
-            model(batch, latents, noise=noise, mask=mask)["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                torch._foreach_lerp_(list(ema.values()), [p.detach() for p in model.parameters()], 1e-3)
-            if index >= 2:
-                totals["seconds"] += time.perf_counter() - began
-                totals["prepare_seconds"] += prepared_at - began
-                totals["images"] += noised_images(batch)
-                totals["tokens"] += batch.sequence_length
+        if variant == "ddp":
+            return ddp_steps(first_step, steps)
+        totals = training_steps(variant, first_step, steps, threads=1 if variant == "worker" else threads)
         torch.set_num_threads(threads)
         return totals
 
@@ -232,7 +288,7 @@ def bench_train(steps: int, repeats: int) -> dict:
     flops_per_token = counter.get_total_flops() / counted_tokens
     peak = matmul_peak_flops()
 
-    variants = ("baseline", "per_sample", "worker")
+    variants = ("baseline", "per_sample", "worker", "ddp")
     rounds = []
     for repeat in tqdm(range(repeats), desc="bench train"):
         rounds.append({variant: run(variant, first_step=repeat * (steps + 2)) for variant in variants})

@@ -22,7 +22,8 @@ def test_step_benchmark_runs_and_ends_with_its_json_line(capsys):
 def test_train_benchmark_runs_and_reports_its_ratios(capsys):
     main(["train", "--steps", "1", "--repeats", "1"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {"gen_images_per_s_over_baseline", "share_of_matmul_peak", "baseline_prepare_share"} <= set(result)
+    expected = {"gen_images_per_s_over_baseline", "share_of_matmul_peak", "baseline_prepare_share", "ddp_over_baseline"}
+    assert expected <= set(result)
     assert result["baseline_over_baseline"] == 1 and all(value > 0 for value in result.values())
     assert 0 < result["baseline_prepare_share"] < 1
 

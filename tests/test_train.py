@@ -392,3 +392,11 @@ def test_an_autoencoder_run_killed_while_writing_a_checkpoint_resumes_exactly(da
         a, b = load_file(tmp_path / "A" / name), load_file(tmp_path / "B" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name
     assert (tmp_path / "A" / "bagel_config.json").read_text() == (tmp_path / "B" / "bagel_config.json").read_text()
+
+
+def test_a_data_worker_by_default_only_on_a_cpu_with_a_core_to_spare(monkeypatch):
+    monkeypatch.setattr(train.os, "cpu_count", lambda: 2)
+    cpu = torch.device("cpu")
+    assert train.default_workers(cpu, world=1) == 1
+    assert train.default_workers(cpu, world=2) == 0  # torchrun, a process per core
+    assert train.default_workers(torch.device("cuda"), world=1) == 0
