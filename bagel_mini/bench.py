@@ -10,14 +10,16 @@
 dense decoders (hard routing gives them the same FLOPs per token, so the ratios should be near 1),
 tokens per second of MoT, and packed versus padded batching of the same samples of mixed sizes.
 `train`: the toy's training step as train.py runs it (Shapes World batches of 1,024 tokens, the embedded
-autoencoder, forward, backward, AdamW, EMA) in three variants, interleaved and repeated: `baseline` (the
+autoencoder, forward, backward, AdamW, EMA) in four variants, interleaved and repeated: `baseline` (the
 step before this benchmark: the batch packed and encoded in the training thread, attention over the
-whole packed sequence under one dense mask), `per_sample` (attention per sample, attention.sample_mask)
-and `worker` (per-sample attention, the batch packed and encoded ahead by one data worker on the idle
-core, the training thread on one thread, a fused AdamW: train.py's default on a CPU). Generation-loss images (noised
-VAE images) and tokens per second of wall time, the share of a step the baseline spends packing and
-encoding, and the model's FLOPs (counted by torch's FLOP counter) per second as a share of this
-machine's float32 matmul peak (1024 x 1024 matmuls on all threads).
+whole packed sequence under one dense mask), `per_sample` (attention per sample, attention.sample_mask),
+`worker` (per-sample attention, the batch packed and encoded ahead by one data worker on the idle core,
+the training thread on one thread, a fused AdamW: train.py's default in one process on a CPU) and `ddp`
+(two processes of one thread, each packing and encoding its own 1,024-token micro-batch of every step,
+the gradients averaged over gloo: `torchrun --nproc_per_node 2 train.py` on a 2-core CPU). Generation-loss
+images (noised VAE images) and tokens per second of wall time, the share of a step the baseline spends
+packing and encoding, and the model's FLOPs (counted by torch's FLOP counter) per second as a share of
+this machine's float32 matmul peak (1024 x 1024 matmuls on all threads).
 `sample`: image sampling with text and image CFG over a context of an image and a few hundred text
 tokens: the KV-cached sampler versus rebuilding every context at every step.
 `load`: writes a random checkpoint in the released layout (bfloat16, about 1.2 GB for `small`), then in
@@ -44,6 +46,10 @@ the bfloat16 bytes (0.553 for the 7B), load peak 1.04x, top-1 agreement 0.991, p
 On a later day, with the fused AdamW (its step 2.4 ms against 11), two runs of `train` gave medians of
 1.17x and 1.30x (per-sample attention) and 1.23x and 1.20x (with the worker), the rounds of one run from
 1.03x to 1.55x, and the machine's matmul peak 129 and 170 GFLOP/s: a noisy machine that day.
+With the `ddp` variant, on an idle CPU (one run, three rounds, matmul peak 153 GFLOP/s): per-sample
+attention 1.39x, the worker 1.44x, two processes 1.70x (rounds 1.70 to 1.96) at 0.30 of the matmul peak.
+Two processes draw as well at the same tokens but answer worse (the model card), so train.py's default on
+a CPU stays the worker, and `gen_images_per_s_over_baseline` is the worker's.
 """
 
 import argparse
