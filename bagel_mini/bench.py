@@ -194,15 +194,16 @@ def toy_training_parts():
     return autoencoder, config, data, pack_config
 
 
-def training_steps(variant: str, first_step: int, steps: int, threads: int, rank: int = 0) -> dict:
+def training_steps(variant: str, first_step: int, steps: int, threads: int, parts, rank: int = 0) -> dict:
     """`steps` training steps (after two warm-up steps) of a fresh model; wall seconds and what they held.
 
     Under `ddp` this runs in each process (rank `rank`), each on its own micro-batch of every step, as
-    train.py's processes do under torchrun; the counts are then this process's alone."""
+    train.py's processes do under torchrun; the counts are then this process's alone. `parts`: what
+    `toy_training_parts` returns, loaded once per process."""
     from bagel_mini.attention import dense_mask
     from bagel_mini.data import PreparedBatches
 
-    autoencoder, config, data, pack_config = toy_training_parts()
+    autoencoder, config, data, pack_config = parts
     torch.manual_seed(0)
     model = Bagel(config)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -241,7 +242,7 @@ def ddp_process(rank: int, world: int, port: int, first_step: int, steps: int, r
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    totals = training_steps("ddp", first_step, steps, threads=1, rank=rank)
+    totals = training_steps("ddp", first_step, steps, threads=1, parts=toy_training_parts(), rank=rank)
     results.put((rank, totals))
     dist.destroy_process_group()
 
@@ -273,12 +274,13 @@ def bench_train(steps: int, repeats: int) -> dict:
     from bagel_mini.data import PreparedBatches
 
     threads = torch.get_num_threads()
-    autoencoder, config, data, pack_config = toy_training_parts()
+    parts = toy_training_parts()
+    autoencoder, config, data, pack_config = parts
 
     def run(variant: str, first_step: int) -> dict:
         if variant == "ddp":
             return ddp_steps(first_step, steps)
-        totals = training_steps(variant, first_step, steps, threads=1 if variant == "worker" else threads)
+        totals = training_steps(variant, first_step, steps, 1 if variant == "worker" else threads, parts)
         torch.set_num_threads(threads)
         return totals
 

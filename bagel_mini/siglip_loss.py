@@ -113,11 +113,11 @@ def patch_labels(scene: Scene, image_size: int, patch: int, supersample: int = 4
     """What covers each patch, row by row as `patchify` orders them: (P,) indexes into PATCH_SHAPES and (P,) into
     PATCH_COLORS. A patch belongs to the object that paints the most of it, if at least MIN_COVER of it."""
     side, cell = image_size * supersample, patch * supersample
-    owner = np.asarray(object_map(scene, side))  # (side, side): 0 background, i + 1 objects[i]
+    painter = np.asarray(object_map(scene, side))  # (side, side): 0 background, i + 1 objects[i]
     rows = side // cell
-    cells = owner.reshape(rows, cell, rows, cell).transpose(0, 2, 1, 3).reshape(rows * rows, cell * cell)
+    cells = painter.reshape(rows, cell, rows, cell).transpose(0, 2, 1, 3).reshape(rows * rows, cell * cell)
     cover = np.stack([(cells == i + 1).mean(1) for i in range(len(scene.objects))], axis=1)  # (P, objects)
-    owner, covered = cover.argmax(1), cover.max(1) >= MIN_COVER
+    owner, covered = cover.argmax(1), cover.max(1) >= MIN_COVER  # (P,) each patch's object, and whether it counts
     shape_of = np.array([PATCH_SHAPES.index(o.shape) for o in scene.objects])
     color_of = np.array([PATCH_COLORS.index(o.color) for o in scene.objects])
     shapes = np.where(covered, shape_of[owner], PATCH_SHAPES.index("none"))
