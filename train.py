@@ -42,7 +42,7 @@ from bagel_mini.data import PreparedBatches, autoencoder_batch, generator_seed, 
 from bagel_mini.images import vae_resize, vit_resize
 from bagel_mini.model import Bagel
 from bagel_mini.navit import PackConfig
-from bagel_mini.shapes_world import SHAPES
+from bagel_mini.shapes_world import GENERATION_TASKS, SHAPES
 from bagel_mini.tokenizer import BagelTokenizer
 from bagel_mini.vae import AutoEncoder
 
@@ -63,6 +63,7 @@ BAGEL_ONLY = (
     "--init",
     "--vit",
     "--freeze-vit",
+    "--freeze-und",
     "--tokens",
     "--accum",
     "--ema",
@@ -103,6 +104,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--freeze-vit",
         action="store_true",
         help="keep the ViT as --init gave it (the official trainer's freeze_vit), e.g. after --stage vit",
+    )
+    parser.add_argument(
+        "--freeze-und",
+        action="store_true",
+        help="train the generation path alone, every answer kept (the official trainer's freeze_und), e.g. after\n"
+        "pretraining: the understanding expert, embeddings, lm_head, ViT and connector stay as --init gave them",
     )
     parser.add_argument(
         "--autoencoder",
@@ -182,11 +189,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{flag}: for the Shapes World Bagel stages, not --stage {args.stage} with --data {args.data}")
     if args.stage in ("lm", "vit") and args.data != "shapes":
         parser.error(f"--stage {args.stage}: trains on Shapes World (--data shapes), not on {args.data}")
+    if args.freeze_und:
+        check_freeze_und(parser, args)
     if args.stage != "vae" and args.decoder_only:
         parser.error("--decoder-only: only with --stage vae")
     if args.decoder_only and not args.autoencoder:
         parser.error("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
     return args
+
+
+def check_freeze_und(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--freeze-und needs data whose every sample draws: a sample that only answers would train nothing, and a
+    batch of such samples would have no gradient at all. (train() checks that the decoder is a MoT.)"""
+    if args.stage not in ("pretrain", "continue", "sft") or args.data != "shapes":
+        parser.error(
+            f"--freeze-und: for the Shapes World stages pretrain, continue and sft, not --stage {args.stage} "
+            f"--data {args.data}"
+        )
+    understanding = sorted(set(args.mix or STAGE_MIXES[args.stage] or shapes_world.DEFAULT_MIX) - set(GENERATION_TASKS))
+    if understanding or args.gen_ratio:
+        parser.error(
+            f"--freeze-und: the mix has understanding tasks ({', '.join(understanding) or '--gen-ratio'}), which would "
+            f"train nothing; give --mix with generation tasks only ({', '.join(GENERATION_TASKS)})"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,12 +238,20 @@ def vit_weights(directory: str, config) -> dict[str, torch.Tensor]:
     return {name.removeprefix("vit."): tensor for name, tensor in weights.items() if name.startswith("vit.")}
 
 
-def set_trainable(model: Bagel, stage: str, freeze_vit: bool = False) -> None:
+GENERATION_PATH = ("llm.norm_gen.", "vae2llm.", "llm2vae.", "time_embedder.")  # with the layers' ".gen." parts
+
+
+def set_trainable(model: Bagel, stage: str, freeze_vit: bool = False, freeze_und: bool = False) -> None:
     """Alignment trains only the connector (paper Table 3); the fixed position tables never train; --freeze-vit
-    keeps the ViT."""
+    keeps the ViT; --freeze-und keeps all but the generation path (the generation expert, its final norm, the
+    latent connectors and the timestep embedder)."""
     for name, parameter in model.named_parameters():
         fixed = name.endswith("pos_embed.table") or (freeze_vit and name.startswith("vit."))
+        fixed |= freeze_und and not (".gen." in name or name.startswith(GENERATION_PATH))
         parameter.requires_grad_(not fixed and (stage != "align" or name.startswith("connector.")))
+    for layer in model.llm.layers:
+        layer.freeze_und = freeze_und
+
 
 
 @torch.no_grad()
@@ -268,7 +301,7 @@ def make_optimizer(parameters: list[nn.Parameter], args) -> torch.optim.Optimize
 
 # The flags that fix what a run draws and trains: a resumed run must keep them, or it is not the same run.
 RUN_FLAGS = ("stage", "preset", "arch", "seed", "data", "image_size", "gen_ratio", "tokens", "accum", "dropout")
-RUN_FLAGS += ("decoder_only", "mix", "edit_context", "freeze_vit")
+RUN_FLAGS += ("decoder_only", "mix", "edit_context", "freeze_vit", "freeze_und")
 
 
 def check_same_run(args) -> None:
@@ -338,7 +371,9 @@ def train(args) -> None:
     if args.vit and not args.resume:
         model.vit.load_state_dict(vit_weights(args.vit, config))
     model.to(device)
-    set_trainable(model, args.stage, args.freeze_vit)
+    if args.freeze_und and config.llm.architecture != "mot":
+        raise ValueError(f"--freeze-und: a {config.llm.architecture} decoder has no generation path of its own (mot)")
+    set_trainable(model, args.stage, args.freeze_vit, args.freeze_und)
     wrapped = wrap_distributed(model, args, world, device)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]

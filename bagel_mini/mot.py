@@ -81,6 +81,10 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.und = nn.ModuleDict({name: make_part(name, config) for name in PARTS})
         self.gen = nn.ModuleDict({name: make_part(name, config) for name in GENERATION_PARTS[config.architecture]})
+        # The official trainer's freeze_und (train.py --freeze-und): the understanding tokens' attention output
+        # is detached, so that no gradient reaches them through the generation tokens they attend to; with
+        # the understanding weights frozen, only the generation path trains and every answer stays the same.
+        self.freeze_und = False
 
     def experts(self, part: str) -> tuple[nn.Module, nn.Module]:
         """The understanding and generation module of a part (the same module when shared)."""
@@ -101,7 +105,8 @@ class DecoderLayer(nn.Module):
         q, k, v = run_experts(und_attn.qkv, gen_attn.qkv, route, h, cos, sin)
         keys, values = (k, v) if past is None else (torch.cat([past[0], k]), torch.cat([past[1], v]))
         o = attend(q, keys, values, mask)  # one softmax over the tokens of both experts
-        x = x + run_experts(und_attn.o_proj, gen_attn.o_proj, route, o)
+        und_o_proj = (lambda rows: und_attn.o_proj(rows).detach()) if self.freeze_und else und_attn.o_proj
+        x = x + run_experts(und_o_proj, gen_attn.o_proj, route, o)
         h = run_experts(*self.experts("post_attention_norm"), route, x)
         x = x + run_experts(*self.experts("mlp"), route, h)
         return x, (k, v)

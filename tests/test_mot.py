@@ -47,6 +47,24 @@ def test_generation_expert_copied_from_understanding_equals_dense(arch):
     torch.testing.assert_close(routed(x, POSITIONS, IS_GEN, mask), dense(x, POSITIONS, IS_GEN, mask), **EXACT)
 
 
+def test_freeze_und_stops_the_gradient_through_understanding_tokens_and_changes_no_value():
+    """The text after an image attends to the image's VAE tokens, so a loss on that text reaches the generation
+    expert; with freeze_und (the official trainer's) it reaches nothing, and the forward pass is unchanged."""
+    x, mask, last_text = inputs(), dense_mask([SPLITS]), slice(11, 14)
+    outputs, gradients = [], []
+    for frozen in (False, True):
+        llm = model("mot")
+        for layer in llm.layers:
+            layer.freeze_und = frozen
+        hidden = llm(x, POSITIONS, IS_GEN, mask)
+        hidden[last_text].sum().backward()
+        outputs.append(hidden.detach())
+        gradients.append([p.grad for name, p in llm.named_parameters() if ".gen." in name])
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(g is not None and g.abs().sum() > 0 for g in gradients[0][:4])  # layer 0's norm and q/k/v
+    assert all(g is None or not g.any() for g in gradients[1])  # the merge back passes zeros to the VAE rows
+
+
 @pytest.mark.parametrize("arch", ["moe", "mot"])
 def test_generation_expert_changes_vae_tokens_only(arch):
     first = model(arch, seed=0)

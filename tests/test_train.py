@@ -296,6 +296,26 @@ def test_freeze_vit_keeps_the_vit_of_init_and_a_resumed_run_keeps_the_flag(lm_ru
     assert "--freeze-vit" in message and "--resume" in message
 
 
+def test_freeze_und_trains_the_generation_path_alone_so_every_answer_stays(lm_run, tmp_path, capsys):
+    generation = ["--mix", "text_to_image=0.8,edit=0.2"]
+    init = ["--init", str(lm_run / "last"), "--tokens", "512", "--warmup", "1", "--lr", "1e-2", "--max-steps", "2"]
+    train.main([*init, "--freeze-und", *generation, "--out", str(tmp_path / "A")])
+    config = load_config_dir(lm_run / "last")
+    before = checkpoint.load_model_weights(lm_run / "last", config)
+    ema = checkpoint.load_model_weights(tmp_path / "A" / "last", config)
+    changed = {key for key in before if not torch.equal(before[key], ema[key])}
+    assert changed == {key for key in before if ".gen." in key or key.startswith(train.GENERATION_PATH)}
+    optimised = load_file(tmp_path / "A" / "last" / "optimizer.safetensors")
+    assert all(".gen." in key or key.startswith(train.GENERATION_PATH) for key in optimised)
+    for refused, named in ((["--mix", "text_to_image=0.8,vqa=0.2"], "vqa"), ([], "caption")):
+        message = refusal([*init, "--freeze-und", *refused, "--out", str(tmp_path / "B")], capsys)
+        assert "--freeze-und" in message and named in message
+    assert not (tmp_path / "B").exists()
+    dense = ["--arch", "dense", "--tokens", "512", "--max-steps", "1", "--freeze-und", *generation]
+    message = refusal([*dense, "--out", str(tmp_path / "C")], capsys)
+    assert "--freeze-und" in message and "dense" in message
+
+
 def test_vit_takes_the_vit_of_another_checkpoint_and_refuses_a_different_one(lm_run, tmp_path, capsys):
     vit = ["--stage", "vit", "--init", str(lm_run / "last"), "--warmup", "1", "--lr", "1e-2", "--max-steps", "1"]
     train.main([*vit, "--out", str(tmp_path / "vit")])
