@@ -253,7 +253,6 @@ def set_trainable(model: Bagel, stage: str, freeze_vit: bool = False, freeze_und
         layer.freeze_und = freeze_und
 
 
-
 @torch.no_grad()
 def copy_understanding_expert(tensors: dict[str, torch.Tensor]) -> None:
     """Each generation-expert weight := its understanding twin, as BAGEL's MoT starts both experts from Qwen2.5.
