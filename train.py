@@ -207,10 +207,10 @@ def check_freeze_und(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             f"--data {args.data}"
         )
     understanding = sorted(set(args.mix or STAGE_MIXES[args.stage] or shapes_world.DEFAULT_MIX) - set(GENERATION_TASKS))
-    if understanding or args.gen_ratio:
+    if understanding:
         parser.error(
-            f"--freeze-und: the mix has understanding tasks ({', '.join(understanding) or '--gen-ratio'}), which would "
-            f"train nothing; give --mix with generation tasks only ({', '.join(GENERATION_TASKS)})"
+            f"--freeze-und: the mix has understanding tasks ({', '.join(understanding)}), which would train nothing; "
+            f"give --mix with generation tasks only ({', '.join(GENERATION_TASKS)})"
         )
 
 
@@ -353,6 +353,8 @@ def train(args) -> None:
         config = preset(args.preset, args.arch)
     if not args.resume and (args.timestep_shift or args.stage == "continue"):
         config.timestep_shift = args.timestep_shift or 4.0
+    if args.freeze_und and config.llm.architecture != "mot":
+        raise ValueError(f"--freeze-und: a {config.llm.architecture} decoder has no generation path of its own (mot)")
     config.vae = autoencoder.config
     if args.data == "shapes":  # what sample.py draws at by default
         config.train_image_size = args.image_size
@@ -370,8 +372,6 @@ def train(args) -> None:
     if args.vit and not args.resume:
         model.vit.load_state_dict(vit_weights(args.vit, config))
     model.to(device)
-    if args.freeze_und and config.llm.architecture != "mot":
-        raise ValueError(f"--freeze-und: a {config.llm.architecture} decoder has no generation path of its own (mot)")
     set_trainable(model, args.stage, args.freeze_vit, args.freeze_und)
     wrapped = wrap_distributed(model, args, world, device)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}

@@ -61,7 +61,7 @@ def test_freeze_und_stops_the_gradient_through_understanding_tokens_and_changes_
         outputs.append(hidden.detach())
         gradients.append([p.grad for name, p in llm.named_parameters() if ".gen." in name])
     assert torch.equal(outputs[0], outputs[1])
-    assert all(g is not None and g.abs().sum() > 0 for g in gradients[0][:4])  # layer 0's norm and q/k/v
+    assert all(g is not None and g.abs().sum() > 0 for g in gradients[0][:4])  # layer 0: input norm, q, q bias, k
     assert all(g is None or not g.any() for g in gradients[1])  # the merge back passes zeros to the VAE rows
 
 
