@@ -346,15 +346,15 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
 
     # The model, its autoencoder, its tokenizer and its data.
-    autoencoder = checkpoint.load_autoencoder(resume_dir if args.resume else autoencoder_dir(args), device=device)
     if args.resume or args.init:  # the configs of the weights read
         config = load_config_dir(resume_dir if args.resume else args.init)
     else:
         config = preset(args.preset, args.arch)
-    if not args.resume and (args.timestep_shift or args.stage == "continue"):
-        config.timestep_shift = args.timestep_shift or 4.0
     if args.freeze_und and config.llm.architecture != "mot":
         raise ValueError(f"--freeze-und: a {config.llm.architecture} decoder has no generation path of its own (mot)")
+    if not args.resume and (args.timestep_shift or args.stage == "continue"):
+        config.timestep_shift = args.timestep_shift or 4.0
+    autoencoder = checkpoint.load_autoencoder(resume_dir if args.resume else autoencoder_dir(args), device=device)
     config.vae = autoencoder.config
     if args.data == "shapes":  # what sample.py draws at by default
         config.train_image_size = args.image_size
