@@ -50,6 +50,11 @@ With the `ddp` variant, on an idle CPU (one run, three rounds, matmul peak 153 G
 attention 1.39x, the worker 1.44x, two processes 1.70x (rounds 1.70 to 1.96) at 0.30 of the matmul peak.
 Two processes draw as well at the same tokens but answer worse (the model card), so train.py's default on
 a CPU stays the worker, and `gen_images_per_s_over_baseline` is the worker's.
+On another 2-core CPU (AMD EPYC, matmul peak 238 GFLOP/s; one run, three rounds): per-sample attention
+1.26x, the worker 1.13x (rounds 1.08 to 1.29), two processes 1.42x, the baseline spending 0.15 of a step
+packing and encoding. There a step on one thread takes 95 ms, 42% of it in `mm` and 13% in attention; a
+second measurement of the worker against two threads without it (20 steps, three rounds) put the worker
+7% ahead, so on that machine the two are within the noise.
 """
 
 import argparse
