@@ -45,7 +45,7 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # must understand, and a small FLUX-style autoencoder (VAE: it compresses an image into a small grid of
 # latents and back) for images it must draw. It was trained for about 90 minutes on a laptop CPU and is
 # weak (its model card, `bagel_mini/default_model/README.md`: it reads backgrounds and counts, and draws
-# the asked shape for about 40% of single-object prompts). We use it so that the losses below are those
+# the asked shape for about 45% of single-object prompts). We use it so that the losses below are those
 # of a model that has seen Shapes World, not of random weights.
 
 # %%

@@ -288,7 +288,7 @@ fig
 # Now real images. For text to image there are two branches: the prompt, and the empty context. Each
 # row below is one prompt and one seed (the same starting noise in every column); only the text scale
 # changes. A word of honesty first: the embedded toy model is tiny and undertrained (its model
-# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.17, the asked shape for about 40% of
+# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.19, the asked shape for about 45% of
 # single-object prompts). It has learned the palette, the backgrounds and some shapes, hardly counts or
 # positions. What guidance does is visible anyway, in the colours and in how many objects appear.
 
@@ -335,7 +335,7 @@ fig
 #
 # An edit has all three branches. Text guidance pushes towards what the instruction asks for; image
 # guidance pushes towards the input picture. Here the instruction asks for another background colour.
-# The toy model cannot really edit (MiniEdit 0.03): it redraws the input as a blurry copy and mixes
+# The toy model cannot really edit (MiniEdit 0.125): it redraws the input as a blurry copy and mixes
 # up colours, but the background is something it does react to. We run the same grid with two renorm
 # types: `text_channel`, which the official editing examples use, and `global`, the default.
 

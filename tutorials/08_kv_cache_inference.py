@@ -44,8 +44,8 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 #
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained
 # for about 90 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.59 on MiniVQA,
-# where answering from the question alone scores 0.42, draws the asked shape for about 40% of single-object
-# prompts and blobs for most others, and passes one edit in nine. Its outputs below show what each mode
+# where answering from the question alone scores 0.42, draws the asked shape for about 45% of single-object
+# prompts and blobs for most others, and passes one edit in eight. Its outputs below show what each mode
 # does, not what BAGEL can do.
 
 # %%

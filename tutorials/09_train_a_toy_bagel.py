@@ -151,7 +151,7 @@ fig
 # ## What holds a toy model back
 #
 # The embedded model's losses end low, CE 0.24 (from 6.5) and flow MSE 0.41 (from 2.0) over its last 200
-# steps, yet it scores MiniGenEval 0.17 and MiniVQA 0.59 (its model card,
+# steps, yet it scores MiniGenEval 0.19 and MiniVQA 0.59 (its model card,
 # `bagel_mini/default_model/README.md`, has the commands that made it, its scores and their errors):
 #
 # ![the embedded model's losses](figures/default_model_loss.png)
@@ -201,9 +201,9 @@ fig
 #    each a quarter of the values) drew the asked shape for 15 of 60 prompts against 11 in the same CPU
 #    time, and 30 of 60 when run on to 4,600 steps (the model card's ladder). The toy preset now uses
 #    8-pixel tokens, and the embedded model above is the default recipe with them: MiniGenEval 0.047 ->
-#    0.17, single objects 0.10 -> 0.43, MiniEdit 0.01 -> 0.12. What holds it back now is time (its scores
-#    were still rising) and understanding: a ViT trained from scratch still names shapes at about chance
-#    (item 4).
+#    0.19, single objects 0.10 -> 0.45, MiniEdit 0.01 -> 0.125. What holds it back now is time (its scores
+#    were still rising, and a run of one and a half times the steps draws much better) and understanding:
+#    a ViT trained from scratch still names shapes at about chance (item 4).
 #
 # ## Train further
 #
