@@ -40,13 +40,13 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # ## The model
 #
 # `bagel_mini/default_model/` holds a `toy` model: a Qwen2-style decoder of 4 layers and width 128, with a
-# second set of weights in every layer for the generation expert (Mixture of Transformers, tutorial 02),
-# a small SigLIP encoder (a vision transformer, ViT, that turns image patches into tokens) for images it
+# second set of weights in every layer for the generation expert (Mixture of Transformers, tutorial 02), a
+# small SigLIP encoder (a vision transformer, ViT, that turns image patches into tokens) for images it
 # must understand, and a small FLUX-style autoencoder (VAE: it compresses an image into a small grid of
-# latents and back) for images it must draw. It was trained for about 90 minutes on a laptop CPU and is
-# weak (its model card, `bagel_mini/default_model/README.md`: it reads backgrounds and counts, and draws
-# the asked shape for about 45% of single-object prompts). We use it so that the losses below are those
-# of a model that has seen Shapes World, not of random weights.
+# latents and back) for images it must draw. It was trained for about 80 minutes on a 2-core CPU and is
+# weak (its model card, `bagel_mini/default_model/README.md`: it names colours and shapes and reads counts
+# and backgrounds, but draws the asked shape for only about half of single-object prompts). We use it so
+# that the losses below are those of a model that has seen Shapes World, not of random weights.
 
 # %%
 model, autoencoder = load_checkpoint(bagel_mini.DEFAULT_MODEL)
@@ -233,16 +233,16 @@ print(f"per-token CE {tuple(out['ce'].shape)}, per-value MSE {tuple(out['mse'].s
 # %% [markdown]
 # What does the CE measure? At each CE row the model gives a distribution over the next token. Below, the
 # target and the model's most likely token, with its cross-entropy: given the true answer so far
-# ("teacher forcing"), it is sure of "reen" after "g" and of the end of the answer, but its first guess for
-# the cross's colour is "yellow": a high CE on that token.
+# ("teacher forcing"), it is sure of "reen" after "g" and of the end of the answer, and it reads the
+# cross's colour from the picture: "g" is its first guess too, though not a sure one (CE 0.25).
 #
 # The velocity loss is shown as an image: from the noised latent `x_t` and the predicted velocity `v`, one
 # Euler step straight to t = 0 (`flow.euler_step`) gives the model's guess of the clean latent, which the
 # autoencoder decodes. Most of the target can be copied from the source image in the context, and the
 # guess does keep the layout, the background and the circle and triangle; the toy autoencoder softens the
-# shapes (a cross loses its corners). But the weak model has painted *both* crosses purple, the red one
-# too, and the MSE map is brightest exactly there. Sampling an image (tutorial 04) takes many small steps
-# instead of one.
+# shapes (a cross loses its corners). The model even makes the edit in this one step, the blue cross
+# purple and the red one left red; the MSE map is brightest at the purple cross's edge and in a corner.
+# Sampling an image (tutorial 04) takes many small steps instead of one.
 
 # %%
 with torch.no_grad():

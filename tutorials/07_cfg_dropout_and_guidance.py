@@ -288,7 +288,7 @@ fig
 # Now real images. For text to image there are two branches: the prompt, and the empty context. Each
 # row below is one prompt and one seed (the same starting noise in every column); only the text scale
 # changes. A word of honesty first: the embedded toy model is tiny and undertrained (its model
-# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.19, the asked shape for about 45% of
+# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.25, the asked shape for about half of
 # single-object prompts). It has learned the palette, the backgrounds and some shapes, hardly counts or
 # positions. What guidance does is visible anyway, in the colours and in how many objects appear.
 
@@ -321,21 +321,21 @@ fig
 
 # %% [markdown]
 # Scale 1 is the conditional model alone: the right colours only in part and extra objects, two blue
-# blobs and a purple cross for "a blue square", one red square for "two purple circles", three orange
-# objects for "a red circle", a green and a red one for "a green triangle". As the scale grows, the
-# pictures move towards the prompt: from 2 on "a red circle" is one round object, red at 4; "a green
-# triangle" becomes two green triangles (the shape and colour right, the count not); "a blue square"
-# merges its objects and from 8 on is one blue square, its background drifting to beige at 16. "Two
-# purple circles" never gets there: it ends as one blue shape with a purple end. Beyond 4 (the official
+# blobs for "a blue square", a red blob and a purple speck for "two purple circles", two red objects and
+# a yellow one for "a red circle", a purple triangle and a red blob for "a green triangle". As the scale
+# grows, the pictures move towards the prompt: from 2 on "a green triangle" is one green triangle and "a
+# blue square" one blue object, squarer at 8; "a red circle" loses its yellow object at 4 and is one
+# red circle from 8 on. "Two purple circles" gets there on the way: two purple circles beside a red one
+# at 2 and 4, then at 8 and 16 one purple and one blue blob run together. Beyond 4 (the official
 # default) the pictures change less (renorm caps the velocity's length, so a larger scale only turns its
-# direction further), and at 16 the red circle darkens into a mottled red and green. Guidance amplifies
-# what the model has learned (colours, some shapes); it cannot add what it has not (counting two).
+# direction further). Guidance amplifies what the model has learned (colours, some shapes); it cannot
+# add what it has not (counting two).
 #
 # ## 5. Text and image guidance in an edit
 #
 # An edit has all three branches. Text guidance pushes towards what the instruction asks for; image
 # guidance pushes towards the input picture. Here the instruction asks for another background colour.
-# The toy model cannot really edit (MiniEdit 0.125): it redraws the input as a blurry copy and mixes
+# The toy model cannot really edit (MiniEdit 0.12): it redraws the input as a blurry copy and mixes
 # up colours, but the background is something it does react to. We run the same grid with two renorm
 # types: `text_channel`, which the official editing examples use, and `global`, the default.
 
@@ -365,11 +365,11 @@ fig.savefig(FIGURES / "07_edit_grid.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# Text guidance does the visible work: from a text scale of 4 the grey background turns beige (whiter at
-# 8). Both objects keep their place and colour, though the red diamond comes back as a cross, the shape
+# Text guidance does the visible work: from a text scale of 4 the grey background turns beige. Both
+# objects keep their place and colour, though the red diamond comes back as a rounded cross, the shape
 # of its neighbour. Image guidance should keep everything else like the input; on this toy model it
-# changes little, and with `text_channel` a large image scale (3) washes the background out to white
-# and bends its edge. That is the difference between the two renorms:
+# changes little, and with `text_channel` a large image scale (3) tints the diamond orange at text
+# scales 4 and 8, where `global` keeps it red. That is the difference between the two renorms:
 # `text_channel` shortens the velocity after the text guidance only, so the image guidance added on
 # top is never shortened, while `global` rescales the final velocity and stays calm.
 #
@@ -440,4 +440,4 @@ fig
 #   guidance interval.
 # - On the weak toy model, text guidance visibly pulls colours towards the prompt up to a scale of
 #   about 4; image guidance does little, and without a final renorm (`text_channel`) a large image
-#   scale adds artefacts.
+#   scale shifts colours.

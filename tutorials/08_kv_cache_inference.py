@@ -42,11 +42,11 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 # tokens (`[bos]` and `[eos]`, short here for `<|im_start|>` and `<|im_end|>` of tutorial 01, and the
 # start and end of image).
 #
-# A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained
-# for about 90 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.59 on MiniVQA,
-# where answering from the question alone scores 0.42, draws the asked shape for about 45% of single-object
-# prompts and blobs for most others, and passes one edit in eight. Its outputs below show what each mode
-# does, not what BAGEL can do.
+# A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained for
+# about 80 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.805 on
+# MiniVQA, where answering from the question alone scores 0.42, draws the asked shape for about half of
+# single-object prompts and blobs for most others, and passes one edit in eight. Its outputs below show
+# what each mode does, not what BAGEL can do.
 
 # %%
 model, autoencoder = load_checkpoint(bagel_mini.DEFAULT_MODEL)
@@ -134,11 +134,11 @@ for kind in kinds:
     print(f"{task.question:34s} model: {answer:40s} truth: {task.answer}")
 
 # %% [markdown]
-# Three of the five short answers are right (the colour, the background, the diamond), the count and the
-# shape wrong, and the description gets the background right and the objects wrong. The model card's
-# evaluation of this model (MiniVQA 0.59 on 200 questions, against 0.42 for answers given without looking
-# at the image) finds it reading backgrounds and counts, and little better than a guess on colours and
-# shapes; a handful of questions, as here, is a noisy sample of that.
+# All five short answers are right (the colour, the background, the diamond, the count and the shape),
+# and the description gets the background and two of the four objects right. The model card's evaluation
+# of this model (MiniVQA 0.805 on 200 questions, against 0.42 for answers given without looking at the
+# image) finds it reading backgrounds, counts, colours and shapes, and weak on whether a scene holds an
+# object and on relations; a handful of questions, as here, is a noisy sample of that.
 #
 # ## 4. Generation, and talking about what was drawn
 #
@@ -202,8 +202,8 @@ print(f"prompt: {reasoning.prompt}\nmodel:  {plan}\ntruth:  <think> {reasoning.t
 print(f"context: system prompt {system.length} tokens, + prompt {think_context.length}, + plan {planned.length}")
 
 # %% [markdown]
-# The plan has the right form, and even the right colour, reached through the wrong fruit (a lemon for
-# a banana): the toy model has learned the pattern of these traces better than the facts in them.
+# The plan is the reference trace word for word: the toy model has learned these traces, the facts in
+# them included (its model card: 100 traces of 100 right).
 #
 # ## 7. The four conversations in one picture
 #
@@ -284,9 +284,10 @@ fig
 
 # %% [markdown]
 # Reading the rows: the colour answer is right; the drawing has the prompt's colour but is one slanted
-# blob, not a square, and the description that follows ("a purple cross and a purple triangle") matches
-# neither; the edit did turn the background beige and kept both objects in place and colour, though the
-# diamond came back as a cross; the planned "yellow circle" comes out as two small yellow round blobs.
+# blob with a purple end, not a square, and the description that follows ("a blue square and a purple
+# square") reads that end as a second object; the edit did turn the background beige and kept both
+# objects in place and colour, though the diamond came back as a rounded cross; the planned "yellow
+# circle" comes out as one yellow round blob.
 # The machinery is the released model's; the weak outputs are the toy model's.
 #
 # ## 8. What the cache saves
