@@ -143,10 +143,10 @@ fig
 
 # %% [markdown]
 # After 1,200 steps the run draws one to three blobs of the palette's colours on a clean background: it
-# has learned that pictures hold objects, not yet which ones a prompt asks for. The embedded model, twenty
-# times longer trained, draws a blue square and two green triangles, a round object for "a red circle"
-# (green, not red) and a yellow square without its circle: shapes and colours often, counts and
-# relations rarely.
+# has learned that pictures hold objects, not yet which ones a prompt asks for. The embedded model, thirty
+# times longer trained, draws a blue square, green triangles (three, and a purple one), a round object for
+# "a red circle" (green, not red) and, for the yellow circle left of the purple square, a yellow square
+# beside purple blobs: shapes and colours often, counts and relations rarely.
 #
 # ## What holds a toy model back
 #
