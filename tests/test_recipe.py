@@ -2,20 +2,61 @@
 
 import json
 
-from bagel_mini import checkpoint
-from bagel_mini.recipe import RECIPE, main
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bagel_mini import DEFAULT_MODEL, checkpoint
+from bagel_mini.recipe import AUTOENCODER, BAGEL, main
+
+
+def state(directory):
+    return json.loads((directory / "last" / "state.json").read_text())
+
+
+def tensors(path, prefix):
+    return {name: tensor for name, tensor in load_file(path).items() if name.startswith(prefix)}
+
+
+def assert_equal(first: dict, second: dict) -> None:
+    assert first and first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
 
 
 def test_the_recipe_runs_every_stage_and_a_second_call_skips_them(tmp_path, capsys):
     main(["--out", str(tmp_path), "--quick"])
-    for name, _, _ in RECIPE:
-        assert json.loads((tmp_path / name / "last" / "state.json").read_text())["step"] == 2, name
-    model = tmp_path / "model"
-    assert (model / "ema.safetensors").read_bytes() == (tmp_path / "sft" / "last" / "ema.safetensors").read_bytes()
-    assert (model / "ae.safetensors").read_bytes() == (tmp_path / "decoder" / "ae.safetensors").read_bytes()
+    assert [state(tmp_path / name)["step"] for name, _, _ in BAGEL] == [2, 2]
+    vit, last, model = tmp_path / "vit" / "last", tmp_path / "pretrain" / "last", tmp_path / "model"
+    # pretraining took the ViT stage's ViT and kept it (--vit, --freeze-vit)
+    assert_equal(tensors(last / "ema.safetensors", "vit_model."), tensors(vit / "ema.safetensors", "vit_model."))
+    assert (model / "ema.safetensors").read_bytes() == (last / "ema.safetensors").read_bytes()
+    # without --autoencoder-too every stage draws through the embedded autoencoder
+    assert (model / "ae.safetensors").read_bytes() == (DEFAULT_MODEL / "ae.safetensors").read_bytes()
     bagel, autoencoder = checkpoint.load_checkpoint(model)  # the directory sample.py reads
     assert bagel.config.vae == autoencoder.config
     capsys.readouterr()
     main(["--out", str(tmp_path), "--quick"])
     printed = capsys.readouterr().out
-    assert all(f"{name}: done" in printed for name, _, _ in RECIPE)
+    assert all(f"{name}: done" in printed for name, _, _ in BAGEL)
+    for other in (["--autoencoder-too", "--quick"], []):  # another autoencoder; a full run on --quick weights
+        with pytest.raises(SystemExit, match="--quick" if not other else "--autoencoder-too"):
+            main(["--out", str(tmp_path), *other])
+    assert state(tmp_path / "pretrain")["step"] == 2  # nothing ran
+
+
+def test_the_recipe_can_make_its_autoencoder_first(tmp_path):
+    main(["--out", str(tmp_path), "--quick", "--autoencoder-too"])
+    assert [state(tmp_path / name)["step"] for name, _, _ in AUTOENCODER + BAGEL] == [2] * 5
+    assert state(tmp_path / "decoder2")["args"]["autoencoder"] == str(tmp_path / "decoder" / "last")
+    first, made = tmp_path / "vae" / "last" / "ae.safetensors", tmp_path / "decoder2" / "last" / "ae.safetensors"
+    assert_equal(tensors(made, "encoder."), tensors(first, "encoder."))  # the decoder stages keep the latents
+    assert made.read_bytes() != (DEFAULT_MODEL / "ae.safetensors").read_bytes()
+    assert (tmp_path / "pretrain" / "last" / "ae.safetensors").read_bytes() == made.read_bytes()
+    assert (tmp_path / "model" / "ae.safetensors").read_bytes() == made.read_bytes()
+
+
+def test_the_recipe_refuses_a_directory_it_did_not_start(tmp_path):
+    (tmp_path / "vit").mkdir()  # e.g. what an earlier recipe left
+    with pytest.raises(SystemExit, match="recipe.json"):
+        main(["--out", str(tmp_path), "--quick"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vit"]

@@ -189,7 +189,7 @@ fig
 #    ViT score the same as from scratch (0.39 against 0.38, both below the blind 0.42). A pre-trained toy
 #    ViT, as SigLIP2 is for the real one, followed by an understanding-heavy first stage, is where to
 #    look next: `train.py --stage vit` pretrains one with SigLIP's own loss and a per-patch loss, and `python -m
-#    bagel_mini.recipe` runs it before the alignment stage (the model card has what it gave).
+#    bagel_mini.recipe` runs it first and keeps it frozen after (the embedded model; its model card).
 # 6. **Where do the blobs come from?** From a truly noised latent at t = 0.4, the generation expert's
 #    one-step guess of the image is a sharp shape; from pure noise, the sampler commits to a blob by
 #    t = 0.6 and the later steps keep it. The expert restores shapes but does not create them.
