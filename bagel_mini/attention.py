@@ -124,6 +124,27 @@ def sample_mask(samples: list[list[Split]], length: int | None = None, device=No
     return SampleMask(buckets, order)
 
 
+def in_order(mask: Tensor | SampleMask | BlockMask | None, order: Tensor, num_cached: int = 0):
+    """The same mask for the L new tokens taken in `order` (a permutation of 0..L-1; the decoder sorts its
+    tokens by expert, mot.Route). Cached keys keep their places; a BlockMask is built anew (no cache)."""
+    if mask is None:
+        return None
+    if isinstance(mask, SampleMask):
+        place = torch.empty_like(order)
+        place[order] = torch.arange(len(order), device=order.device)
+        buckets = [Bucket(place[bucket.rows], bucket.real, bucket.mask) for bucket in mask.buckets]
+        return SampleMask(buckets, mask.order[order])
+    if isinstance(mask, BlockMask):
+        size = len(order)
+
+        def mask_mod(batch, head, q, kv):
+            return mask.mask_mod(batch, head, order[q], order[kv])
+
+        return create_block_mask(mask_mod, B=None, H=None, Q_LEN=size, KV_LEN=size, device=order.device)
+    columns = torch.cat([torch.arange(num_cached, device=order.device), num_cached + order])
+    return mask[order][:, columns]
+
+
 def flex_block_mask(samples: list[list[Split]], length: int | None = None, device=None) -> BlockMask:
     """The same rule for FlexAttention, which skips the blocks of the mask that are all False."""
     check_layout(samples, length)

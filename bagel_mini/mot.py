@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention.flex_attention import BlockMask
 
-from bagel_mini.attention import SampleMask, attend, context_mask
+from bagel_mini.attention import SampleMask, attend, context_mask, in_order
 from bagel_mini.config import LLMConfig
 from bagel_mini.qwen2 import Attention, RMSNorm, SwiGLU, rotary_cos_sin
 
@@ -32,40 +32,47 @@ GENERATION_PARTS = {"dense": (), "moe": ("mlp",), "mot": PARTS}
 
 @dataclass
 class Route:
-    """Which rows of a sequence go to which expert."""
+    """Which rows of a sequence go to which expert, and the sequence sorted by expert.
+
+    The decoder runs its layers on the sequence in expert order (`order`: the understanding rows, then the
+    generation rows), so that each expert's tokens are one contiguous slice in every part of every layer.
+    Routing each part's rows instead (a gather, then a scatter back, and both again in the backward pass)
+    gives the same numbers and makes a toy training step 13% to 19% slower. `inverse` puts the rows back
+    in sequence order at the end.
+    """
 
     und: Tensor  # (n_und,) row indexes of understanding tokens (text, ViT)
     gen: Tensor  # (n_gen,) row indexes of generation tokens (VAE)
+    order: Tensor  # (L,) the sequence row of each token in expert order: und, then gen
+    inverse: Tensor  # (L,) the place in expert order of each sequence row
 
     @classmethod
     def from_mask(cls, is_gen: Tensor) -> "Route":
-        return cls(und=(~is_gen).nonzero().squeeze(1), gen=is_gen.nonzero().squeeze(1))
-
-    def merge(self, und_rows: Tensor, gen_rows: Tensor) -> Tensor:
-        """Put each expert's output rows back in sequence order."""
-        out = und_rows.new_empty((len(self.und) + len(self.gen), *und_rows.shape[1:]))
-        out[self.und] = und_rows
-        out[self.gen] = gen_rows
-        return out
+        und, gen = (~is_gen).nonzero().squeeze(1), is_gen.nonzero().squeeze(1)
+        order = torch.cat([und, gen])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return cls(und, gen, order, inverse)
 
 
 def run_experts(und: Callable, gen: Callable, route: Route, *inputs: Tensor):
-    """und(*rows) on the understanding rows of `inputs`, gen(*rows) on the generation rows, merged back.
+    """und(*rows) on the understanding rows of `inputs`, gen(*rows) on the generation rows, joined again.
 
+    `inputs` are in expert order (Route), so each expert's rows are a slice: no gather, no scatter.
     `und` and `gen` are a part's two modules, or one method of each (`attn.qkv`). A shared part passes
-    the same one twice (`und == gen`: one module, or one module's method) and runs once over all rows,
-    with no gather or scatter; so does either expert alone on a sequence of one modality. They may
-    return a tensor or a tuple of tensors.
+    the same one twice (`und == gen`: one module, or one module's method) and runs once over all rows;
+    so does either expert alone on a sequence of one modality. They may return a tensor or a tuple.
     """
     if und == gen or len(route.gen) == 0:
         return und(*inputs)
     if len(route.und) == 0:
         return gen(*inputs)
-    und_out = und(*(x[route.und] for x in inputs))
-    gen_out = gen(*(x[route.gen] for x in inputs))
+    split = len(route.und)
+    und_out = und(*(x[:split] for x in inputs))
+    gen_out = gen(*(x[split:] for x in inputs))
     if isinstance(und_out, tuple):
-        return tuple(route.merge(a, b) for a, b in zip(und_out, gen_out))
-    return route.merge(und_out, gen_out)
+        return tuple(torch.cat([a, b]) for a, b in zip(und_out, gen_out))
+    return torch.cat([und_out, gen_out])
 
 
 def make_part(name: str, config: LLMConfig) -> nn.Module:
@@ -92,14 +99,14 @@ class DecoderLayer(nn.Module):
 
     def forward(
         self,
-        x: Tensor,  # (L, hidden)
+        x: Tensor,  # (L, hidden) in expert order (Route), as are cos, sin and the mask's rows and new columns
         cos: Tensor,  # (L, head_dim)
         sin: Tensor,
         route: Route,
         mask: Tensor | SampleMask | BlockMask | None,  # (L, S + L): the L new tokens against S cached + L new
         past: tuple[Tensor, Tensor] | None = None,  # cached keys and values, each (S, kv_heads, head_dim)
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Returns the new hidden states and the keys and values of the L new tokens."""
+        """Returns the new hidden states and the keys and values of the L new tokens, in expert order."""
         und_attn, gen_attn = self.experts("attn")
         h = run_experts(*self.experts("input_norm"), route, x)
         q, k, v = run_experts(und_attn.qkv, gen_attn.qkv, route, h, cos, sin)
@@ -200,11 +207,12 @@ class LanguageModel(nn.Module):
                 f"and {past_length} cached ones"
             )
         route = Route.from_mask(is_gen)
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        x, mask = x[route.order], in_order(mask, route.order, past_length)
+        cos, sin = rotary_cos_sin(positions[route.order], self.config.head_dim, self.config.rope_theta)
         new = []
         for i, layer in enumerate(self.layers):
             past = None if cache is None else (cache.keys[i], cache.values[i])
-            x, key_value = layer(x, cos, sin, route, mask, past)
-            new.append(key_value)
+            x, (k, v) = layer(x, cos, sin, route, mask, past)
+            new.append((k[route.inverse], v[route.inverse]))  # in sequence order, as a cache holds them
         norm_gen = self.norm if self.norm_gen is None else self.norm_gen
-        return run_experts(self.norm, norm_gen, route, x), new
+        return run_experts(self.norm, norm_gen, route, x)[route.inverse], new

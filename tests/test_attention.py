@@ -10,6 +10,7 @@ from bagel_mini.attention import (
     dense_mask,
     draw_mask,
     flex_block_mask,
+    in_order,
     sample_mask,
     token_table,
 )
@@ -61,6 +62,31 @@ def test_per_sample_attention_matches_dense_attention_forward_and_backward():
         results[name] = [out, q.grad, k.grad, v.grad]
     for per_sample, dense in zip(results["per sample"], results["dense"]):
         torch.testing.assert_close(per_sample, dense, rtol=0, atol=1e-12)
+
+
+def test_a_mask_in_another_order_gives_the_same_attention_in_that_order():
+    """The decoder sorts its tokens by expert (mot.Route) and takes the mask with them: attention over the
+    sorted tokens must equal the attention in sequence order, sorted. Dense and per sample in float64, with a
+    cache of 5 keys for the dense mask; FlexAttention in float32 (its tolerance as above)."""
+    samples = THREE_SAMPLES
+    length = sum(size for splits in samples for size, _ in splits)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(length, generator=generator)
+    q = torch.randn(length, 4, 8, generator=generator, dtype=torch.float64)
+    k, v = torch.randn(2, length + 5, 2, 8, generator=generator, dtype=torch.float64)
+    with_cache = torch.cat([torch.ones(length, 5, dtype=torch.bool), dense_mask(samples, length)], dim=1)
+    keys, values = (torch.cat([t[:5], t[5:][order]]) for t in (k, v))  # the new keys sorted, the cache as it is
+    expected = attend(q, k, v, with_cache)[order]
+    out = attend(q[order], keys, values, in_order(with_cache, order, 5))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    new_k, new_v = k[5:], v[5:]
+    expected = attend(q, new_k, new_v, dense_mask(samples, length))[order]
+    for mask in (dense_mask(samples, length), sample_mask(samples, length)):
+        out = attend(q[order], new_k[order], new_v[order], in_order(mask, order))
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)  # float64: only the sums' order differs
+    q, new_k, new_v, expected = q.float(), new_k.float(), new_v.float(), expected.float()
+    flex = attend(q[order], new_k[order], new_v[order], in_order(flex_block_mask(samples, length), order))
+    torch.testing.assert_close(flex, expected, rtol=0, atol=1e-5)
 
 
 def test_context_mask_is_causal_only_inside_the_new_block():

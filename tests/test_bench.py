@@ -1,13 +1,17 @@
+import contextlib
+import dataclasses
 import json
 import random
 
 import pytest
 import torch
 
-from bagel_mini.bench import SPECIAL_IDS, main, noised_images
+from bagel_mini import mot
+from bagel_mini.bench import SPECIAL_IDS, main, mixed_samples, noised_images, per_part_routing
 from bagel_mini.cfg import NO_DROPOUT
 from bagel_mini.checkpoint import build_meta
 from bagel_mini.config import preset
+from bagel_mini.model import Bagel
 from bagel_mini.navit import PackConfig, Text, VaeImage, pack
 
 
@@ -23,9 +27,35 @@ def test_train_benchmark_runs_and_reports_its_ratios(capsys):
     main(["train", "--steps", "1", "--repeats", "1"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     expected = {"gen_images_per_s_over_baseline", "share_of_matmul_peak", "baseline_prepare_share", "ddp_over_baseline"}
+    expected |= {"per_sample_over_baseline", "expert_order_over_baseline"}
     assert expected <= set(result)
     assert result["baseline_over_baseline"] == 1 and all(value > 0 for value in result.values())
     assert 0 < result["baseline_prepare_share"] < 1
+
+
+def test_the_baselines_routing_gives_the_same_losses_and_gradients_and_is_undone():
+    """The variants before `expert_order` route per part, gathering and scattering rows: the same computation
+    in another order (float64, so only the order of sums may differ)."""
+    config = preset("toy")
+    torch.manual_seed(0)
+    model = Bagel(config).double()  # the sample images too: the losses and gradients in float64
+    samples = [
+        [part if isinstance(part, Text) else dataclasses.replace(part, pixels=part.pixels.double()) for part in sample]
+        for sample in mixed_samples(config, 6)
+    ]
+    batch = pack(samples, PackConfig.for_model(config, SPECIAL_IDS, dropout=NO_DROPOUT), random.Random(0))
+    z, p = config.vae.z_channels, config.latent_patch_size
+    latents = [torch.randn(z, h * p, w * p, dtype=torch.float64) for h, w in batch.latent_grids]
+    noise = torch.randn(len(batch.vae_indexes), config.patch_latent_dim, dtype=torch.float64)
+    results = []
+    for routing in (per_part_routing(), contextlib.nullcontext()):
+        with routing:
+            model(batch, latents, noise=noise)["loss"].backward()
+        results.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    assert len(results[0]) > 100  # both experts' weights, the ViT's, the connectors'
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-12)
+    assert mot.Route.from_mask(torch.tensor([True, False])).order.tolist() == [1, 0]  # expert order again
 
 
 def test_noised_images_counts_the_images_with_a_flow_loss():

@@ -76,7 +76,8 @@ for arch, model in models.items():
 #
 # Routing follows the packed batch's `is_gen`: VAE tokens (the latents of an image to generate, or of a
 # clean image given as context) go to the generation expert; text, ViT tokens and the markers around
-# images go to the understanding expert. `Route` holds the two lists of row indexes. We pack three
+# images go to the understanding expert. `Route` holds the two lists of row indexes, and the order that
+# sorts the sequence by expert: the understanding rows, then the generation rows. We pack three
 # Shapes World samples, a text-to-image prompt, an edit and a question, with the embedded toy model's
 # tokenizer (tutorial 01 follows such a batch in detail).
 
@@ -99,9 +100,13 @@ print(f"{batch.sequence_length} tokens: {len(route.und)} to the understanding ex
 print("generation rows:", route.gen.tolist())
 
 # %% [markdown]
-# Each part runs through `run_experts`: the understanding module on its rows, the generation module on
-# its rows, and the outputs put back in sequence order. When one module serves all rows (a shared part in
-# dense or MoE) it runs once over the whole sequence.
+# The decoder sorts the sequence by expert once, before its first layer (`x[route.order]`), and puts the
+# final hidden states back in sequence order after its last (`route.inverse`). In between, each part runs
+# through `run_experts`: the understanding module on the first slice of rows, the generation module on
+# the rest, the two outputs joined again. When one module serves all rows (a shared part in dense or MoE)
+# it runs once over the whole sequence. Sorting once is what makes the routing cheap: gathering each
+# part's rows and scattering them back instead gives the same numbers, and makes a toy training step 13%
+# to 19% slower.
 
 # %%
 print(inspect.getsource(mot.run_experts))
