@@ -64,6 +64,7 @@ BAGEL_ONLY = (
     "--vit",
     "--freeze-vit",
     "--freeze-und",
+    "--readout-only",
     "--tokens",
     "--accum",
     "--ema",
@@ -110,6 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="train the generation path alone, every answer kept (the official trainer's freeze_und), e.g. after\n"
         "pretraining: the understanding expert, embeddings, lm_head, ViT and connector stay as --init gave them",
+    )
+    parser.add_argument(
+        "--readout-only",
+        action="store_true",
+        help="train only what no image token reads, every image drawn kept (MoT; not the official trainer's): the\n"
+        "last layer's understanding queries, attention output, norm and MLP, the final norm and lm_head",
     )
     parser.add_argument(
         "--autoencoder",
@@ -191,6 +198,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--stage {args.stage}: trains on Shapes World (--data shapes), not on {args.data}")
     if args.freeze_und:
         check_freeze_und(parser, args)
+    if args.readout_only and args.freeze_und:
+        parser.error("--readout-only with --freeze-und would train nothing: the one trains only what the other keeps")
     if args.stage != "vae" and args.decoder_only:
         parser.error("--decoder-only: only with --stage vae")
     if args.decoder_only and not args.autoencoder:
@@ -239,15 +248,27 @@ def vit_weights(directory: str, config) -> dict[str, torch.Tensor]:
 
 
 GENERATION_PATH = ("llm.norm_gen.", "vae2llm.", "llm2vae.", "time_embedder.")  # with the layers' ".gen." parts
+# In a MoT, the last layer's keys and values are all any token reads from it, so what its understanding tokens
+# do after those (their queries, attention output and MLP), the final norm and lm_head reach only the logits.
+READOUT = ("attn.q_proj.", "attn.q_norm.", "attn.o_proj.", "post_attention_norm.", "mlp.")
 
 
-def set_trainable(model: Bagel, stage: str, freeze_vit: bool = False, freeze_und: bool = False) -> None:
+def readout(model: Bagel) -> tuple[str, ...]:
+    """The parameter name prefixes of what no image token reads (--readout-only)."""
+    last = f"llm.layers.{len(model.llm.layers) - 1}.und."
+    return (*(last + part for part in READOUT), "llm.norm.", "llm.lm_head.")
+
+
+def set_trainable(
+    model: Bagel, stage: str, freeze_vit: bool = False, freeze_und: bool = False, readout_only: bool = False
+) -> None:
     """Alignment trains only the connector (paper Table 3); the fixed position tables never train; --freeze-vit
     keeps the ViT; --freeze-und keeps all but the generation path (the generation expert, its final norm, the
-    latent connectors and the timestep embedder)."""
+    latent connectors and the timestep embedder); --readout-only keeps all but `readout`."""
     for name, parameter in model.named_parameters():
         fixed = name.endswith("pos_embed.table") or (freeze_vit and name.startswith("vit."))
         fixed |= freeze_und and not (".gen." in name or name.startswith(GENERATION_PATH))
+        fixed |= readout_only and not name.startswith(readout(model))
         parameter.requires_grad_(not fixed and (stage != "align" or name.startswith("connector.")))
     for layer in model.llm.layers:
         layer.freeze_und = freeze_und
@@ -350,8 +371,9 @@ def train(args) -> None:
         config = load_config_dir(resume_dir if args.resume else args.init)
     else:
         config = preset(args.preset, args.arch)
-    if args.freeze_und and config.llm.architecture != "mot":
-        raise ValueError(f"--freeze-und: a {config.llm.architecture} decoder has no generation path of its own (mot)")
+    for flag, given in (("--freeze-und", args.freeze_und), ("--readout-only", args.readout_only)):
+        if given and config.llm.architecture != "mot":
+            raise ValueError(f"{flag}: a {config.llm.architecture} decoder has no generation path of its own (mot)")
     if not args.resume and (args.timestep_shift or args.stage == "continue"):
         config.timestep_shift = args.timestep_shift or 4.0
     autoencoder = checkpoint.load_autoencoder(resume_dir if args.resume else autoencoder_dir(args), device=device)
@@ -372,7 +394,7 @@ def train(args) -> None:
     if args.vit and not args.resume:
         model.vit.load_state_dict(vit_weights(args.vit, config))
     model.to(device)
-    set_trainable(model, args.stage, args.freeze_vit, args.freeze_und)
+    set_trainable(model, args.stage, args.freeze_vit, args.freeze_und, args.readout_only)
     wrapped = wrap_distributed(model, args, world, device)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -18,7 +18,8 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
 from bagel_mini import DEFAULT_MODEL, checkpoint  # noqa: E402
-from bagel_mini.config import load_config_dir  # noqa: E402
+from bagel_mini.config import load_config_dir, preset  # noqa: E402
+from bagel_mini.model import Bagel  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220)}
 
@@ -316,6 +317,44 @@ def test_freeze_und_trains_the_generation_path_alone_so_every_answer_stays(lm_ru
     dense = ["--arch", "dense", "--tokens", "512", "--max-steps", "1", "--freeze-und", *generation]
     message = refusal([*dense, "--out", str(tmp_path / "C")], capsys)
     assert "--freeze-und" in message and "dense" in message
+
+
+def test_readout_parameters_reach_no_image_token_and_no_cached_key():
+    """What --readout-only trains: changing all of it changes the text rows' final states and nothing else,
+    neither a VAE row (every image drawn) nor any layer's keys and values (all that later tokens read)."""
+    config = preset("toy")
+    torch.manual_seed(0)
+    model = Bagel(config).double()
+    names = [name for name, _ in model.named_parameters() if name.startswith(train.readout(model))]
+    assert len(names) == 1 + 2 + 1 + 1 + 3 + 2  # q_proj (and bias), q_norm, o_proj, norm, MLP; final norm, lm_head
+    length, is_gen = 20, torch.tensor([False] * 8 + [True] * 8 + [False] * 4)
+    x, positions = torch.randn(length, config.llm.hidden_size, dtype=torch.float64), torch.arange(length)
+    hidden, cache = model.llm.extend(x, positions, is_gen, model.llm.empty_cache(), causal=True)
+    with torch.no_grad():
+        for name in names:
+            model.get_parameter(name).add_(torch.randn_like(model.get_parameter(name)))
+    after, after_cache = model.llm.extend(x, positions, is_gen, model.llm.empty_cache(), causal=True)
+    assert torch.equal(after[is_gen], hidden[is_gen])
+    assert all(torch.equal(a, b) for a, b in zip(after_cache.keys + after_cache.values, cache.keys + cache.values))
+    assert not torch.isclose(after[~is_gen], hidden[~is_gen]).any(dim=1).all()  # every text row moved
+
+
+def test_readout_only_trains_the_readout_alone(lm_run, tmp_path, capsys):
+    init = ["--init", str(lm_run / "last"), "--tokens", "512", "--warmup", "1", "--lr", "1e-2", "--max-steps", "2"]
+    train.main([*init, "--readout-only", "--out", str(tmp_path / "A")])
+    config = load_config_dir(lm_run / "last")
+    before = checkpoint.load_model_weights(lm_run / "last", config)
+    ema = checkpoint.load_model_weights(tmp_path / "A" / "last", config)
+    readout = train.readout(Bagel(config))
+    changed = {key for key in before if not torch.equal(before[key], ema[key])}
+    assert changed == {key for key in before if key.startswith(readout)}
+    assert all(key.startswith(readout) for key in load_file(tmp_path / "A" / "last" / "optimizer.safetensors"))
+    both = [*init, "--readout-only", "--freeze-und", "--mix", "text_to_image=1", "--out", str(tmp_path / "B")]
+    dense = ["--arch", "dense", "--tokens", "512", "--max-steps", "1", "--readout-only", "--out", str(tmp_path / "B")]
+    for argv, named in ((both, "--freeze-und"), (dense, "dense")):
+        message = refusal(argv, capsys)
+        assert "--readout-only" in message and named in message
+    assert not (tmp_path / "B" / "last").exists()
 
 
 def test_vit_takes_the_vit_of_another_checkpoint_and_refuses_a_different_one(lm_run, tmp_path, capsys):
