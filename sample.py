@@ -59,7 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cfg-renorm", default=defaults.cfg_renorm_type, choices=["global", "channel", "text_channel"])
     parser.add_argument("--shift", type=flags.positive, default=defaults.timestep_shift, help="timestep shift")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the starting noise")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the starting noise and an input image's posterior noise"
+    )
     parser.add_argument(
         "--size",
         help="image size: N (square) or HEIGHTxWIDTH; default the size a toy was trained at, else 1024 or the\n"

@@ -154,11 +154,26 @@ class Inferencer:
         tokens = self.model.embed_vae(patchify(latent, p), timesteps, position_ids.to(self.device))
         return self._add_image_block(context, tokens, is_vae=True)
 
-    def add_image(self, context: Context, image: Image.Image, vae: bool = True, vit: bool = True) -> Context:
-        """A picture as the official inferencer adds it: resized for the VAE, then its VAE and/or ViT blocks."""
+    def add_image(
+        self,
+        context: Context,
+        image: Image.Image,
+        vae: bool = True,
+        vit: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Context:
+        """A picture as the official inferencer adds it: resized for the VAE, then its VAE and/or ViT blocks.
+
+        The VAE latent is a posterior sample; its noise comes from `generator` (a CPU generator), else from
+        torch's global one."""
         image = resize_for_encoder(to_rgb(image), *self.vae_sizes)
         if vae:
-            context = self.add_vae_image(context, to_tensor(image))
+            pixels, noise = to_tensor(image), None
+            if generator is not None:
+                factor, channels = self.autoencoder.config.downsample, self.autoencoder.config.z_channels
+                shape = (1, channels, pixels.shape[1] // factor, pixels.shape[2] // factor)
+                noise = torch.randn(shape, generator=generator).to(self.device, self.dtype)
+            context = self.add_vae_image(context, pixels, noise)
         if vit:
             context = self.add_vit_image(context, to_tensor(resize_for_encoder(image, *self.vit_sizes)))
         return context
@@ -221,12 +236,14 @@ class Inferencer:
         trace: bool = False,
         progress: bool = False,
         decode: bool = True,
+        generator: torch.Generator | None = None,
     ) -> GeneratedImage:
         """An image of `size` (H, W) conditioned on `context`.
 
         no_text_context: the context without the last text (text CFG); no_image_context: without the
-        images (image CFG). noise: the (tokens, patch_latent_dim) start at t = 1, else drawn from `seed`.
-        decode=False skips the autoencoder (pixels is then None).
+        images (image CFG). noise: the (tokens, patch_latent_dim) start at t = 1, else drawn from
+        `generator`, else from a generator seeded with `seed`. decode=False skips the autoencoder (pixels
+        is then None).
         """
         settings = settings or ImageSettings()
         config = self.model.config
@@ -235,7 +252,8 @@ class Inferencer:
             raise ValueError(f"image size {tuple(size)} must be two positive multiples of {stride}")
         h, w = size[0] // stride, size[1] // stride
         if noise is None:
-            generator = torch.Generator().manual_seed(random.randrange(2**63) if seed is None else seed)
+            if generator is None:
+                generator = torch.Generator().manual_seed(random.randrange(2**63) if seed is None else seed)
             noise = torch.randn(h * w, config.patch_latent_dim, generator=generator)
         x = noise.to(self.device, self.dtype)
         position_ids = grid_position_ids(h, w, config.max_latent_size, config.interpolate_pos).to(self.device)
@@ -307,9 +325,12 @@ class Inferencer:
     ) -> list:
         """[PIL image | str, ...] -> outputs: the answer (understanding) or, after an optional think text,
         an image. The image has the size of the last input image, else `image_size`. To generate, an input
-        image is given as VAE and ViT tokens, or with `edit_vit` False as VAE tokens only."""
+        image is given as VAE and ViT tokens, or with `edit_vit` False as VAE tokens only. One generator
+        seeded with `seed` draws the input images' posterior noise, then the image's starting noise, so an
+        edit depends on its seed alone, not on what ran before it."""
         if not items:
             raise ValueError("nothing to do: the list of items is empty")
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         context = no_image = self.empty_context()
         no_text = context
         if think:
@@ -321,7 +342,8 @@ class Inferencer:
                 context, no_image = self.add_text(context, item), self.add_text(no_image, item)
             elif isinstance(item, Image.Image):
                 resized = resize_for_encoder(to_rgb(item), *self.vae_sizes)
-                context = self.add_image(context, resized, vae=not understanding, vit=understanding or edit_vit)
+                vit = understanding or edit_vit
+                context = self.add_image(context, resized, vae=not understanding, vit=vit, generator=generator)
                 image_size = (resized.height, resized.width)
                 no_text = context
             else:
@@ -333,7 +355,9 @@ class Inferencer:
             if understanding:
                 return outputs
             context = self.add_text(context, text)
-        image = self.generate_image(context, image_size, no_text, no_image, settings, seed=seed, progress=progress)
+        image = self.generate_image(
+            context, image_size, no_text, no_image, settings, progress=progress, generator=generator
+        )
         outputs.append(image.to_pil())
         return outputs
 

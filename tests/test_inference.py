@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from helpers import TINY, assert_names
@@ -117,10 +118,24 @@ def test_interleave_answers_draws_edits_and_thinks(engine):
     assert isinstance(thought, str) and image.size == (32, 32)
 
 
+def test_an_edit_depends_on_its_seed_alone_not_on_what_ran_before(engine):
+    """The source image's latent is a posterior sample: its noise must come from the seed, not from torch's
+    global generator, whose state depends on whatever ran earlier in the process."""
+    photo = Image.new("RGB", (32, 32), (200, 30, 30))
+    (first,) = engine.interleave([photo, "make it blue"], settings=FAST, seed=3)
+    torch.randn(1000)  # anything else that draws from the global generator
+    (again,) = engine.interleave([photo, "make it blue"], settings=FAST, seed=3)
+    (other,) = engine.interleave([photo, "make it blue"], settings=FAST, seed=4)
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+
+
 def test_an_edit_can_see_its_source_image_as_vae_tokens_alone(engine, monkeypatch):
     photo, added = Image.new("RGB", (32, 32), (200, 30, 30)), []
     add_image = engine.add_image
-    monkeypatch.setattr(engine, "add_image", lambda *a, **k: added.append(k) or add_image(*a, **k))
+    monkeypatch.setattr(
+        engine, "add_image", lambda *a, **k: added.append({"vae": k["vae"], "vit": k["vit"]}) or add_image(*a, **k)
+    )
     engine.interleave([photo, "make it blue"], settings=FAST, seed=0)
     engine.interleave([photo, "make it blue"], settings=FAST, seed=0, edit_vit=False)
     engine.interleave([photo, "what is it?"], understanding=True, max_think_tokens=2, edit_vit=False)

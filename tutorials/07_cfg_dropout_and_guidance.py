@@ -335,7 +335,7 @@ fig
 #
 # An edit has all three branches. Text guidance pushes towards what the instruction asks for; image
 # guidance pushes towards the input picture. Here the instruction asks for another background colour.
-# The toy model cannot really edit (MiniEdit 0.12): it redraws the input as a blurry copy and mixes
+# The toy model cannot really edit (MiniEdit 0.135): it redraws the input as a blurry copy and mixes
 # up colours, but the background is something it does react to. We run the same grid with two renorm
 # types: `text_channel`, which the official editing examples use, and `global`, the default.
 
