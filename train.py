@@ -115,8 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--readout-only",
         action="store_true",
-        help="train only what no image token reads, every image drawn kept (MoT; not the official trainer's): the\n"
-        "last layer's understanding queries, attention output, norm and MLP, the final norm and lm_head",
+        help="train only what no image token reads (MoT; not the official trainer's): the last layer's understanding\n"
+        "queries, attention output, norm and MLP, the final norm and lm_head; every image drawn from a given\n"
+        "context stays (not one drawn after thinking: the readout writes the plan)",
     )
     parser.add_argument(
         "--autoencoder",
@@ -198,8 +199,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--stage {args.stage}: trains on Shapes World (--data shapes), not on {args.data}")
     if args.freeze_und:
         check_freeze_und(parser, args)
-    if args.readout_only and args.freeze_und:
-        parser.error("--readout-only with --freeze-und would train nothing: the one trains only what the other keeps")
+    if args.readout_only:
+        check_readout_only(parser, args)
     if args.stage != "vae" and args.decoder_only:
         parser.error("--decoder-only: only with --stage vae")
     if args.decoder_only and not args.autoencoder:
@@ -221,6 +222,23 @@ def check_freeze_und(parser: argparse.ArgumentParser, args: argparse.Namespace) 
             f"--freeze-und: the mix has understanding tasks ({', '.join(understanding)}), which would train nothing; "
             f"give --mix with generation tasks only ({', '.join(GENERATION_TASKS)})"
         )
+
+
+TEXT_TASKS = ("caption", "vqa", "reasoning")  # the Shapes World tasks with text to learn (reasoning: its think trace)
+
+
+def check_readout_only(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--readout-only trains only what reads text out, so it needs a stage that trains the decoder and data with
+    text to learn: a mix of drawing alone would train nothing, and --freeze-und keeps all that it trains."""
+    if args.freeze_und:
+        parser.error("--readout-only with --freeze-und would train nothing: the one trains only what the other keeps")
+    if args.stage not in ("pretrain", "continue", "sft") or args.data != "shapes":
+        parser.error(
+            f"--readout-only: for the Shapes World stages pretrain, continue and sft, not --stage {args.stage} "
+            f"--data {args.data}"
+        )
+    if not set(args.mix or STAGE_MIXES[args.stage] or shapes_world.DEFAULT_MIX) & set(TEXT_TASKS):
+        parser.error(f"--readout-only: the mix has no task with text to learn; give --mix with {', '.join(TEXT_TASKS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,8 +266,9 @@ def vit_weights(directory: str, config) -> dict[str, torch.Tensor]:
 
 
 GENERATION_PATH = ("llm.norm_gen.", "vae2llm.", "llm2vae.", "time_embedder.")  # with the layers' ".gen." parts
-# In a MoT, the last layer's keys and values are all any token reads from it, so what its understanding tokens
-# do after those (their queries, attention output and MLP), the final norm and lm_head reach only the logits.
+# Later tokens read only a layer's keys and values, and in a MoT an image token never runs the understanding
+# expert: so what the last layer's understanding tokens do after their keys and values (queries, attention
+# output, norm and MLP), the final norm and lm_head reach the text logits alone.
 READOUT = ("attn.q_proj.", "attn.q_norm.", "attn.o_proj.", "post_attention_norm.", "mlp.")
 
 
@@ -321,7 +340,7 @@ def make_optimizer(parameters: list[nn.Parameter], args) -> torch.optim.Optimize
 
 # The flags that fix what a run draws and trains: a resumed run must keep them, or it is not the same run.
 RUN_FLAGS = ("stage", "preset", "arch", "seed", "data", "image_size", "gen_ratio", "tokens", "accum", "dropout")
-RUN_FLAGS += ("decoder_only", "mix", "edit_context", "freeze_vit", "freeze_und")
+RUN_FLAGS += ("decoder_only", "mix", "edit_context", "freeze_vit", "freeze_und", "readout_only")
 
 
 def check_same_run(args) -> None:

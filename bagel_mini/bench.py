@@ -59,16 +59,21 @@ second measurement of the worker against two threads without it (20 steps, three
 7% ahead, so on that machine the two are within the noise.
 With expert order (AMD EPYC, matmul peak 173 GFLOP/s; one run, five rounds): per-sample attention 1.21x,
 expert order 1.34x (rounds 1.28 to 1.40), the worker 1.39x (1.30 to 1.43), two processes 1.73x, at 0.28
-of the matmul peak. Expert order alone, on one thread: 157 against 127 ms a step; train.py as the recipe
-runs its second stage, 6.15 against 5.37 steps a second (300 steps, two runs each, the same losses to the
-bit). Why 2x is out of reach by placing work alone: one step (890 tokens on average) is about 140 ms of
-the training thread and 80 ms of packing and encoding (70 of them the autoencoder), 220 ms of one core in
-all, and the worker's step takes 153 ms (12 of them receiving the batch), against the baseline's 217 ms
-on two threads. 2x is 109 ms: both cores busy all the time with nothing left over. It needs less work
-per step: channels-last convolutions cut the autoencoder's 66 ms by 17%; the attention kernels, 7.8 ms a
-layer per step, no longer depend on how samples are bucketed (powers of 2, of 1.41 or of 1.33, or one
-sample at a time: 7.5 to 8.1 ms); fusing the q/k/v or gate/up projections into one matmul, and torch's
-fused RMSNorm, were no faster.
+of the matmul peak. Two more runs that day, once the baseline no longer paid for expert order's
+bookkeeping, on a noisier machine (matmul peak 144 and 156 GFLOP/s, the baseline's rounds 24 to 35
+images a second): per-sample 1.17x and 1.13x, expert order 1.20x and 1.29x, the worker 1.34x and 1.30x
+(rounds 1.12 to 1.92), two processes 1.63x and 1.57x. Expert order alone, on one thread: 127 ms a step
+against 157; train.py as the recipe runs its second stage: 6.15 steps a second against 5.37 (300 steps,
+two runs each, the same losses to the bit).
+Why 2x is out of reach by placing work alone: one step (890 tokens on average) is about 140 ms of the
+training thread and 80 ms of packing and encoding (70 of them the autoencoder), 220 ms of one core in
+all; the worker's step takes 153 ms (12 of them receiving the batch), the baseline's 217 ms on two
+threads. 2x is 109 ms: both cores busy all the time, nothing left over. It needs less work per step, on
+the training thread above all. Tried, on one thread: the attention kernels take 7.8 ms a layer per step
+however samples are bucketed (powers of 2, of 1.41 or of 1.33, or one sample at a time: 7.5 to 8.1 ms);
+fusing the q/k/v or gate/up projections into one matmul, and torch's fused RMSNorm, were no faster;
+channels-last convolutions cut the autoencoder's 66 ms by 17%, but it runs in the worker, which already
+waits on the training thread.
 """
 
 import argparse
@@ -218,11 +223,11 @@ def toy_training_parts():
 def per_part_routing():
     """The decoder's routing before it sorted the tokens by expert (mot.Route), for the variants before
     `expert_order`: every part of every layer gathers its expert's rows from the sequence, then scatters
-    its output back. Route's order is then the identity, so the decoder keeps the sequence's order."""
+    its output back. Route then says the sequence is in place, so the decoder keeps the sequence's order."""
 
     def from_mask(is_gen):
         identity = torch.arange(len(is_gen))
-        return mot.Route((~is_gen).nonzero().squeeze(1), is_gen.nonzero().squeeze(1), identity, identity)
+        return mot.Route((~is_gen).nonzero().squeeze(1), is_gen.nonzero().squeeze(1), identity, identity, True)
 
     def merge(route, und_rows, gen_rows):
         out = und_rows.new_empty((len(route.und) + len(route.gen), *und_rows.shape[1:]))

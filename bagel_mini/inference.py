@@ -327,7 +327,8 @@ class Inferencer:
         an image. The image has the size of the last input image, else `image_size`. To generate, an input
         image is given as VAE and ViT tokens, or with `edit_vit` False as VAE tokens only. One generator
         seeded with `seed` draws the input images' posterior noise, then the image's starting noise, so an
-        edit depends on its seed alone, not on what ran before it."""
+        edit depends on its seed alone, not on what ran before it (a think text sampled with `do_sample`
+        still draws from torch's global generator)."""
         if not items:
             raise ValueError("nothing to do: the list of items is empty")
         generator = None if seed is None else torch.Generator().manual_seed(seed)

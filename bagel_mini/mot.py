@@ -45,6 +45,7 @@ class Route:
     gen: Tensor  # (n_gen,) row indexes of generation tokens (VAE)
     order: Tensor  # (L,) the sequence row of each token in expert order: und, then gen
     inverse: Tensor  # (L,) the place in expert order of each sequence row
+    in_place: bool  # the sequence is in expert order already (one expert's tokens, say): nothing to sort
 
     @classmethod
     def from_mask(cls, is_gen: Tensor) -> "Route":
@@ -52,7 +53,7 @@ class Route:
         order = torch.cat([und, gen])
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order), device=order.device)
-        return cls(und, gen, order, inverse)
+        return cls(und, gen, order, inverse, len(und) == 0 or len(gen) == 0 or bool(und[-1] < gen[0]))
 
 
 def run_experts(und: Callable, gen: Callable, route: Route, *inputs: Tensor):
@@ -207,12 +208,14 @@ class LanguageModel(nn.Module):
                 f"and {past_length} cached ones"
             )
         route = Route.from_mask(is_gen)
-        x, mask = x[route.order], in_order(mask, route.order, past_length)
-        cos, sin = rotary_cos_sin(positions[route.order], self.config.head_dim, self.config.rope_theta)
+        if not route.in_place:
+            x, positions, mask = x[route.order], positions[route.order], in_order(mask, route.order, past_length)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         new = []
         for i, layer in enumerate(self.layers):
             past = None if cache is None else (cache.keys[i], cache.values[i])
             x, (k, v) = layer(x, cos, sin, route, mask, past)
-            new.append((k[route.inverse], v[route.inverse]))  # in sequence order, as a cache holds them
+            new.append((k, v) if route.in_place else (k[route.inverse], v[route.inverse]))  # as a cache holds them
         norm_gen = self.norm if self.norm_gen is None else self.norm_gen
-        return run_experts(self.norm, norm_gen, route, x)[route.inverse], new
+        hidden = run_experts(self.norm, norm_gen, route, x)
+        return (hidden if route.in_place else hidden[route.inverse]), new

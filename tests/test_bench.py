@@ -48,8 +48,9 @@ def test_the_baselines_routing_gives_the_same_losses_and_gradients_and_is_undone
     latents = [torch.randn(z, h * p, w * p, dtype=torch.float64) for h, w in batch.latent_grids]
     noise = torch.randn(len(batch.vae_indexes), config.patch_latent_dim, dtype=torch.float64)
     results = []
-    for routing in (per_part_routing(), contextlib.nullcontext()):
+    for routing, order in ((per_part_routing(), [0, 1]), (contextlib.nullcontext(), [1, 0])):
         with routing:
+            assert mot.Route.from_mask(torch.tensor([True, False])).order.tolist() == order
             model(batch, latents, noise=noise)["loss"].backward()
         results.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
         model.zero_grad(set_to_none=True)

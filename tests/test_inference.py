@@ -118,6 +118,15 @@ def test_interleave_answers_draws_edits_and_thinks(engine):
     assert isinstance(thought, str) and image.size == (32, 32)
 
 
+def test_text_to_image_draws_from_its_seed_as_generate_image_does(engine):
+    """With no input image the seed's generator draws the starting noise first, as generate_image's `seed`."""
+    (drawn,) = engine.interleave(["a red circle"], image_size=(32, 32), settings=FAST, seed=5)
+    empty = engine.empty_context()
+    prompt = engine.add_text(empty, "a red circle")
+    direct = engine.generate_image(prompt, (32, 32), empty, prompt, FAST, seed=5).to_pil()
+    assert np.array_equal(np.asarray(drawn), np.asarray(direct))
+
+
 def test_an_edit_depends_on_its_seed_alone_not_on_what_ran_before(engine):
     """The source image's latent is a posterior sample: its noise must come from the seed, not from torch's
     global generator, whose state depends on whatever ran earlier in the process."""

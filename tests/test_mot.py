@@ -1,12 +1,12 @@
-"""The decoder layer and its routing. Identities are checked in float64: routing gathers rows, so the order
-of float32 sums differs by row count and CPU, while a float64 rounding difference stays near 1e-15 on these
+"""The decoder layer and its routing. Identities are checked in float64: routing sorts rows by expert, so the
+order of float32 sums differs by row count and CPU, while a float64 rounding difference stays near 1e-15 on these
 hidden states of size about 1 (a routing or caching bug moves them by about 0.1 or more)."""
 
 import pytest
 import torch
 from helpers import assert_names, randomize_, tiny_llm_config
 
-from bagel_mini.attention import dense_mask
+from bagel_mini.attention import dense_mask, in_order
 from bagel_mini.mot import LanguageModel, Route
 from bagel_mini.qwen2 import rotary_cos_sin
 
@@ -62,7 +62,7 @@ def test_freeze_und_stops_the_gradient_through_understanding_tokens_and_changes_
         gradients.append([p.grad for name, p in llm.named_parameters() if ".gen." in name])
     assert torch.equal(outputs[0], outputs[1])
     assert all(g is not None and g.abs().sum() > 0 for g in gradients[0][:4])  # layer 0: input norm, q, q bias, k
-    assert all(g is None or not g.any() for g in gradients[1])  # the merge back passes zeros to the VAE rows
+    assert all(g is None or not g.any() for g in gradients[1])  # joining the experts' rows passes zeros to the VAE rows
 
 
 @pytest.mark.parametrize("arch", ["moe", "mot"])
@@ -101,7 +101,9 @@ def test_a_shared_part_runs_once_over_all_rows_and_an_owned_part_on_its_expert_r
     rows = {name: [] for name in watched}
     for name, module in watched.items():
         module.register_forward_hook(lambda module, args, output, name=name: rows[name].append(len(args[0])))
-    layer(inputs(), *rotary_cos_sin(POSITIONS, 8, 10000.0), Route.from_mask(IS_GEN), dense_mask([SPLITS]))
+    route = Route.from_mask(IS_GEN)  # a layer takes its inputs in expert order (LanguageModel sorts them)
+    cos, sin = rotary_cos_sin(POSITIONS[route.order], 8, 10000.0)
+    layer(inputs()[route.order], cos, sin, route, in_order(dense_mask([SPLITS]), route.order))
     for name in watched:
         expert, part = name.split(".", 1)
         if part.split(".")[0] not in layer.gen:

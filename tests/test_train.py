@@ -326,7 +326,7 @@ def test_readout_parameters_reach_no_image_token_and_no_cached_key():
     torch.manual_seed(0)
     model = Bagel(config).double()
     names = [name for name, _ in model.named_parameters() if name.startswith(train.readout(model))]
-    assert len(names) == 1 + 2 + 1 + 1 + 3 + 2  # q_proj (and bias), q_norm, o_proj, norm, MLP; final norm, lm_head
+    assert len(names) == 2 + 1 + 1 + 1 + 3 + 2  # q_proj and its bias, q_norm, o_proj, norm, MLP; final norm, lm_head
     length, is_gen = 20, torch.tensor([False] * 8 + [True] * 8 + [False] * 4)
     x, positions = torch.randn(length, config.llm.hidden_size, dtype=torch.float64), torch.arange(length)
     hidden, cache = model.llm.extend(x, positions, is_gen, model.llm.empty_cache(), causal=True)
@@ -336,7 +336,7 @@ def test_readout_parameters_reach_no_image_token_and_no_cached_key():
     after, after_cache = model.llm.extend(x, positions, is_gen, model.llm.empty_cache(), causal=True)
     assert torch.equal(after[is_gen], hidden[is_gen])
     assert all(torch.equal(a, b) for a, b in zip(after_cache.keys + after_cache.values, cache.keys + cache.values))
-    assert not torch.isclose(after[~is_gen], hidden[~is_gen]).any(dim=1).all()  # every text row moved
+    assert (~torch.isclose(after[~is_gen], hidden[~is_gen])).any(dim=1).all()  # every text row moved
 
 
 def test_readout_only_trains_the_readout_alone(lm_run, tmp_path, capsys):
@@ -349,12 +349,19 @@ def test_readout_only_trains_the_readout_alone(lm_run, tmp_path, capsys):
     changed = {key for key in before if not torch.equal(before[key], ema[key])}
     assert changed == {key for key in before if key.startswith(readout)}
     assert all(key.startswith(readout) for key in load_file(tmp_path / "A" / "last" / "optimizer.safetensors"))
-    both = [*init, "--readout-only", "--freeze-und", "--mix", "text_to_image=1", "--out", str(tmp_path / "B")]
-    dense = ["--arch", "dense", "--tokens", "512", "--max-steps", "1", "--readout-only", "--out", str(tmp_path / "B")]
-    for argv, named in ((both, "--freeze-und"), (dense, "dense")):
+    out = ["--readout-only", "--out", str(tmp_path / "B")]
+    refused = [
+        ([*init, *out, "--freeze-und", "--mix", "text_to_image=1"], "--freeze-und"),
+        ([*init, *out, "--mix", "text_to_image=0.8,edit=0.2"], "vqa"),  # nothing with text to learn
+        ([*init, *out, "--stage", "align"], "align"),  # it trains the connector alone
+        (["--arch", "dense", "--tokens", "512", "--max-steps", "1", *out], "dense"),
+    ]
+    for argv, named in refused:
         message = refusal(argv, capsys)
         assert "--readout-only" in message and named in message
     assert not (tmp_path / "B" / "last").exists()
+    message = refusal([*init, "--out", str(tmp_path / "A"), "--max-steps", "3", "--resume"], capsys)
+    assert "--readout-only" in message and "--resume" in message  # a resumed run keeps it
 
 
 def test_vit_takes_the_vit_of_another_checkpoint_and_refuses_a_different_one(lm_run, tmp_path, capsys):
