@@ -284,10 +284,11 @@ def set_trainable(
     """Alignment trains only the connector (paper Table 3); the fixed position tables never train; --freeze-vit
     keeps the ViT; --freeze-und keeps all but the generation path (the generation expert, its final norm, the
     latent connectors and the timestep embedder); --readout-only keeps all but `readout`."""
+    trained_readout = readout(model)
     for name, parameter in model.named_parameters():
         fixed = name.endswith("pos_embed.table") or (freeze_vit and name.startswith("vit."))
         fixed |= freeze_und and not (".gen." in name or name.startswith(GENERATION_PATH))
-        fixed |= readout_only and not name.startswith(readout(model))
+        fixed |= readout_only and not name.startswith(trained_readout)
         parameter.requires_grad_(not fixed and (stage != "align" or name.startswith("connector.")))
     for layer in model.llm.layers:
         layer.freeze_und = freeze_und
