@@ -6,7 +6,7 @@
     python train.py --autoencoder runs/ae --out runs/toy2           # a Bagel on that autoencoder's latents
     python train.py --stage lm --out runs/lm                        # a stage: lm, vit, align, pretrain, ...
     python train.py --stage vit --init runs/lm/last --out runs/vit  # ... each starting from the one before
-    python -m bagel_mini.recipe --out runs/recipe                   # the embedded toy model: vit, then pretrain
+    python -m bagel_mini.recipe --out runs/recipe                   # the embedded toy model: vit, pretrain, finetune
     torchrun --nproc_per_node 2 train.py ... [--fsdp]               # DDP, or FSDP2 for big models
 
 The toy preset uses the embedded autoencoder (bagel_mini/default_model) unless --autoencoder names

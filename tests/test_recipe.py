@@ -25,10 +25,13 @@ def assert_equal(first: dict, second: dict) -> None:
 
 def test_the_recipe_runs_every_stage_and_a_second_call_skips_them(tmp_path, capsys):
     main(["--out", str(tmp_path), "--quick"])
-    assert [state(tmp_path / name)["step"] for name, _, _ in BAGEL] == [2, 2]
-    vit, last, model = tmp_path / "vit" / "last", tmp_path / "pretrain" / "last", tmp_path / "model"
-    # pretraining took the ViT stage's ViT and kept it (--vit, --freeze-vit)
-    assert_equal(tensors(last / "ema.safetensors", "vit_model."), tensors(vit / "ema.safetensors", "vit_model."))
+    assert [state(tmp_path / name)["step"] for name, _, _ in BAGEL] == [2, 2, 2]
+    vit, pretrain = tmp_path / "vit" / "last", tmp_path / "pretrain" / "last"
+    last, model = tmp_path / "finetune" / "last", tmp_path / "model"
+    # pretraining took the ViT stage's ViT and kept it (--vit, --freeze-vit), and so did fine-tuning
+    for stage in (pretrain, last):
+        assert_equal(tensors(stage / "ema.safetensors", "vit_model."), tensors(vit / "ema.safetensors", "vit_model."))
+    assert state(tmp_path / "finetune")["args"]["init"] == str(pretrain)  # it goes on from pretraining's weights
     assert (model / "ema.safetensors").read_bytes() == (last / "ema.safetensors").read_bytes()
     # without --autoencoder-too every stage draws through the embedded autoencoder
     assert (model / "ae.safetensors").read_bytes() == (DEFAULT_MODEL / "ae.safetensors").read_bytes()
@@ -46,12 +49,13 @@ def test_the_recipe_runs_every_stage_and_a_second_call_skips_them(tmp_path, caps
 
 def test_the_recipe_can_make_its_autoencoder_first(tmp_path):
     main(["--out", str(tmp_path), "--quick", "--autoencoder-too"])
-    assert [state(tmp_path / name)["step"] for name, _, _ in AUTOENCODER + BAGEL] == [2] * 5
+    assert [state(tmp_path / name)["step"] for name, _, _ in AUTOENCODER + BAGEL] == [2] * 6
     assert state(tmp_path / "decoder2")["args"]["autoencoder"] == str(tmp_path / "decoder" / "last")
     first, made = tmp_path / "vae" / "last" / "ae.safetensors", tmp_path / "decoder2" / "last" / "ae.safetensors"
     assert_equal(tensors(made, "encoder."), tensors(first, "encoder."))  # the decoder stages keep the latents
     assert made.read_bytes() != (DEFAULT_MODEL / "ae.safetensors").read_bytes()
-    assert (tmp_path / "pretrain" / "last" / "ae.safetensors").read_bytes() == made.read_bytes()
+    for stage in ("pretrain", "finetune"):
+        assert (tmp_path / stage / "last" / "ae.safetensors").read_bytes() == made.read_bytes()
     assert (tmp_path / "model" / "ae.safetensors").read_bytes() == made.read_bytes()
 
 

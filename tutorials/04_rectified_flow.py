@@ -212,7 +212,7 @@ fig
 #
 # BAGEL runs this flow in the latent space of its frozen autoencoder, not on pixels. We load the
 # embedded toy model (`bagel_mini.DEFAULT_MODEL`: a small MoT model with its own small autoencoder,
-# trained for about 80 minutes on a CPU, and weak; see its model card) and encode a Shapes World image. The
+# trained for under two hours on a CPU, and weak; see its model card) and encode a Shapes World image. The
 # latent is cut into patches (`images.patchify`): 2x2 in the released model, one 64-number token per 16x16
 # pixels; 1x1 in the toy, one 16-number token per 8x8 pixels, so that a toy object spans several tokens.
 # These are the rows that `add_noise` works on. We noise them to several `t` and decode each `x_t` to see what
@@ -272,8 +272,8 @@ fig
 # Two rows are worth seeing: the decoded `x_t` itself, and the model's current guess of the clean
 # image, `x_t - t v` (follow the straight line to `t = 0` with the velocity predicted now). It draws
 # from the same seed-0 noise as the `t = 1` panel above. The toy model gets a prompt's shapes right only
-# now and then (here it draws two blue blobs, neither a square nor a cross), so judge the process, not
-# the picture.
+# now and then (here it draws two joined blobs, blue and green, neither a square nor a cross), so judge
+# the process, not the picture.
 
 # %%
 engine = Inferencer(model, autoencoder, tokenizer, tokenizer.special_ids)

@@ -288,7 +288,7 @@ fig
 # Now real images. For text to image there are two branches: the prompt, and the empty context. Each
 # row below is one prompt and one seed (the same starting noise in every column); only the text scale
 # changes. A word of honesty first: the embedded toy model is tiny and undertrained (its model
-# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.25, the asked shape for about half of
+# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.28, the asked shape for about half of
 # single-object prompts). It has learned the palette, the backgrounds and some shapes, hardly counts or
 # positions. What guidance does is visible anyway, in the colours and in how many objects appear.
 
@@ -321,12 +321,12 @@ fig
 
 # %% [markdown]
 # Scale 1 is the conditional model alone: the right colours only in part and extra objects, two blue
-# blobs for "a blue square", a red blob and a purple speck for "two purple circles", two red objects and
-# a yellow one for "a red circle", a purple triangle and a red blob for "a green triangle". As the scale
-# grows, the pictures move towards the prompt: from 2 on "a green triangle" is one green triangle and "a
-# blue square" one blue object, squarer at 8; "a red circle" loses its yellow object at 4 and is one
-# red circle from 8 on. "Two purple circles" gets there on the way: two purple circles beside a red one
-# at 2 and 4, then at 8 and 16 one purple and one blue blob run together. Beyond 4 (the official
+# blobs for "a blue square", blue, purple and red blobs for "two purple circles", a purple, an orange and
+# a red object for "a red circle", a blue triangle and a red blob for "a green triangle". As the scale
+# grows, the pictures move towards the prompt: from 4 on "a green triangle" is one green triangle and "a
+# blue square" one blue square with a purple corner; "a red circle" loses its orange object at 8 and is
+# one red circle from then on. "Two purple circles" gets the colour, not the count: purple blobs beside a
+# blue one at 4, one purple circle beside a purple and blue blob run together at 8 and 16. Beyond 4 (the official
 # default) the pictures change less (renorm caps the velocity's length, so a larger scale only turns its
 # direction further). Guidance amplifies what the model has learned (colours, some shapes); it cannot
 # add what it has not (counting two).
@@ -335,7 +335,7 @@ fig
 #
 # An edit has all three branches. Text guidance pushes towards what the instruction asks for; image
 # guidance pushes towards the input picture. Here the instruction asks for another background colour.
-# The toy model cannot really edit (MiniEdit 0.135): it redraws the input as a blurry copy and mixes
+# The toy model cannot really edit (MiniEdit 0.165): it redraws the input as a blurry copy and mixes
 # up colours, but the background is something it does react to. We run the same grid with two renorm
 # types: `text_channel`, which the official editing examples use, and `global`, the default.
 
@@ -365,7 +365,8 @@ fig.savefig(FIGURES / "07_edit_grid.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# Text guidance does the visible work: from a text scale of 4 the grey background turns beige. Both
+# Text guidance does the visible work: from a text scale of 4 the grey background turns beige (at image
+# scale 1, already at text scale 1). Both
 # objects keep their place and colour, though the red diamond comes back as a rounded cross, the shape
 # of its neighbour. Image guidance should keep everything else like the input; on this toy model it
 # changes little, and with `text_channel` a large image scale (3) tints the diamond orange at text

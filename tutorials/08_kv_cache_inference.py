@@ -43,9 +43,9 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 # start and end of image).
 #
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained for
-# about 80 minutes on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.805 on
+# under two hours on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.92 on
 # MiniVQA, where answering from the question alone scores 0.42, draws the asked shape for about half of
-# single-object prompts and blobs for most others, and passes one edit in eight. Its outputs below show
+# single-object prompts and blobs for most others, and passes one edit in six. Its outputs below show
 # what each mode does, not what BAGEL can do.
 
 # %%
@@ -136,9 +136,9 @@ for kind in kinds:
 # %% [markdown]
 # All five short answers are right (the colour, the background, the diamond, the count and the shape),
 # and the description gets the background and two of the four objects right. The model card's evaluation
-# of this model (MiniVQA 0.805 on 200 questions, against 0.42 for answers given without looking at the
-# image) finds it reading backgrounds, counts, colours and shapes, and weak on whether a scene holds an
-# object and on relations; a handful of questions, as here, is a noisy sample of that.
+# of this model (MiniVQA 0.92 on 200 questions, against 0.42 for answers given without looking at the
+# image) finds it reading backgrounds, counts, colours, shapes and whether a scene holds an object, and
+# weak on relations; a handful of questions, as here, is a noisy sample of that.
 #
 # ## 4. Generation, and talking about what was drawn
 #
@@ -287,7 +287,7 @@ fig
 # blob with a purple end, not a square, and the description that follows ("a blue square and a purple
 # square") reads that end as a second object; the edit did turn the background beige and kept both
 # objects in place and colour, though the diamond came back as a rounded cross; the planned "yellow
-# circle" comes out as one yellow round blob.
+# circle" comes out as one yellow rounded square.
 # The machinery is the released model's; the weak outputs are the toy model's.
 #
 # ## 8. What the cache saves
