@@ -168,12 +168,11 @@ class Inferencer:
         torch's global one."""
         image = resize_for_encoder(to_rgb(image), *self.vae_sizes)
         if vae:
-            pixels, noise = to_tensor(image), None
+            noise = None
             if generator is not None:
-                factor, channels = self.autoencoder.config.downsample, self.autoencoder.config.z_channels
-                shape = (1, channels, pixels.shape[1] // factor, pixels.shape[2] // factor)
-                noise = torch.randn(shape, generator=generator).to(self.device, self.dtype)
-            context = self.add_vae_image(context, pixels, noise)
+                noise = self.autoencoder.posterior_noise(1, image.height, image.width, generator)
+                noise = noise.to(self.device, self.dtype)
+            context = self.add_vae_image(context, to_tensor(image), noise)
         if vit:
             context = self.add_vit_image(context, to_tensor(resize_for_encoder(image, *self.vit_sizes)))
         return context

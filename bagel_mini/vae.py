@@ -203,15 +203,19 @@ class AutoEncoder(nn.Module):
         latents, by_size = [None] * len(images), {}
         for index, image in enumerate(images):
             by_size.setdefault(tuple(image.shape), []).append(index)
-        device, factor = self.encoder.conv_in.weight.device, self.config.downsample
+        device = self.encoder.conv_in.weight.device
         for (_, height, width), indexes in by_size.items():
-            noise = torch.randn(
-                len(indexes), self.config.z_channels, height // factor, width // factor, generator=generator
-            )
+            noise = self.posterior_noise(len(indexes), height, width, generator)
             encoded = self.encode(torch.stack([images[i] for i in indexes]).to(device), noise.to(device))
             for index, latent in zip(indexes, encoded):
                 latents[index] = latent
         return latents
+
+    def posterior_noise(self, count: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+        """Standard normal noise for `encode` of `count` images of height x width pixels, drawn on the CPU from
+        `generator`, so that a seed draws the same on every device: (count, z_channels, H/8, W/8)."""
+        factor = self.config.downsample
+        return torch.randn(count, self.config.z_channels, height // factor, width // factor, generator=generator)
 
     @staticmethod
     def sample_posterior(mean: Tensor, logvar: Tensor, noise: Tensor | None = None) -> Tensor:
