@@ -1,6 +1,6 @@
 """The embedded toy model from scratch in one command: the stages that made bagel_mini/default_model.
 
-    python -m bagel_mini.recipe --out runs/recipe                    # vit, pretrain, finetune: 85 min to 2.5 h on 2 cores
+    python -m bagel_mini.recipe --out runs/recipe                    # vit, pretrain, finetune: 85-150 min on 2 cores
     python -m bagel_mini.recipe --out runs/recipe                    # again: done stages skipped, a cut one resumed
     python -m bagel_mini.recipe --out runs/recipe --autoencoder-too  # the autoencoder first as well
     python sample.py --checkpoint runs/recipe/model                  # the result, in the layout sample.py reads
