@@ -213,7 +213,7 @@ class AutoEncoder(nn.Module):
 
     def posterior_noise(self, count: int, height: int, width: int, generator: torch.Generator) -> Tensor:
         """Standard normal noise for `encode` of `count` images of height x width pixels, drawn on the CPU from
-        `generator`, so that a seed draws the same on every device: (count, z_channels, H/8, W/8)."""
+        `generator`, so that a seed draws the same on every device: (count, z_channels, H/f, W/f), f = downsample."""
         factor = self.config.downsample
         return torch.randn(count, self.config.z_channels, height // factor, width // factor, generator=generator)
 
