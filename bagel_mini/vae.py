@@ -129,7 +129,7 @@ class MidBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """(B, in_channels, H, W) pixels -> (B, 2 * z_channels, H/8, W/8) moments: mean, then log-variance."""
+    """(B, in_channels, H, W) pixels -> (B, 2 * z_channels, H/f, W/f) moments, f = downsample: mean, log-variance."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -155,7 +155,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, z_channels, h, w) unscaled latent -> (B, out_ch, 8h, 8w) pixels (not clamped)."""
+    """(B, z_channels, h, w) unscaled latent -> (B, out_ch, f*h, f*w) pixels (f = downsample; not clamped)."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -188,7 +188,7 @@ class AutoEncoder(nn.Module):
         self.decoder = Decoder(config)
 
     def encode(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
-        """Pixels (B, 3, H, W) in [-1, 1] -> scaled posterior sample (B, z_channels, H/8, W/8)."""
+        """Pixels (B, 3, H, W) in [-1, 1] -> scaled posterior sample (B, z_channels, H/f, W/f), f = downsample."""
         return self.scale(self.sample_posterior(*self.encoder(x).chunk(2, dim=1), noise))
 
     @torch.no_grad()
@@ -245,7 +245,7 @@ class AutoEncoder(nn.Module):
         return self.scale(mean)
 
     def decode(self, latent: Tensor) -> Tensor:
-        """Scaled latent (B, z_channels, h, w), as `encode` returns it -> pixels (B, 3, 8h, 8w), unclamped."""
+        """Scaled latent (B, z_channels, h, w), as `encode` returns it -> pixels (B, 3, f*h, f*w), unclamped."""
         return self.decoder(latent / self.config.scale_factor + self.config.shift_factor)
 
     @torch.no_grad()
