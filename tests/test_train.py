@@ -182,7 +182,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(data, tmp_pa
     train.main(run_args(data, tmp_path / "one", 4, "--accum", "2", *steps))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
     command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / "two", 4, *steps, *sharding)]
-    subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=300)
+    ran = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-3000:]  # torchrun's and the processes' errors, when it fails
     one, two = (load_rows(tmp_path / run / "loss.csv") for run in ("one", "two"))
     # Steps 2-4 depend on the updated weights, so equal losses mean the updates agree as well.
     torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6)
