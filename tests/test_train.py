@@ -176,14 +176,22 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data, tmp_
 MIXED = ["--tokens", "280"]
 
 
+def two_processes(train_args: list[str], succeed: bool = True) -> subprocess.CompletedProcess:
+    """train.py under torchrun on two processes (a free port). With `succeed`, a failed run fails the test
+    with the end of its stderr, which holds torchrun's and the processes' errors."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    ran = subprocess.run(
+        [*launcher, str(ROOT / "train.py"), *train_args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert ran.returncode == 0 or not succeed, ran.stderr[-3000:]
+    return ran
+
+
 @pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
 def test_two_processes_match_one_process_with_the_same_global_batch(data, tmp_path, sharding):
     steps = ["--dropout", "0", "0", "0", "--checkpoint-every", "4", *MIXED]
     train.main(run_args(data, tmp_path / "one", 4, "--accum", "2", *steps))
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port
-    command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / "two", 4, *steps, *sharding)]
-    ran = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert ran.returncode == 0, ran.stderr[-3000:]  # torchrun's and the processes' errors, when it fails
+    two_processes(run_args(data, tmp_path / "two", 4, *steps, *sharding))
     one, two = (load_rows(tmp_path / run / "loss.csv") for run in ("one", "two"))
     # Steps 2-4 depend on the updated weights, so equal losses mean the updates agree as well.
     torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6)
@@ -402,22 +410,14 @@ def test_periodic_evaluation_writes_the_scores(data, tmp_path):
 
 
 def test_an_fsdp2_run_resumes_bit_identically(data, tmp_path):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     fsdp = ["--fsdp", "--dropout", "0", "0", "0", "--checkpoint-every", "2", *MIXED]
     for out, steps, extra in (("A", 2, []), ("A", 4, ["--resume"]), ("B", 4, [])):
-        command = [*launcher, str(ROOT / "train.py"), *run_args(data, tmp_path / out, steps, *fsdp, *extra)]
-        subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=300)
+        two_processes(run_args(data, tmp_path / out, steps, *fsdp, *extra))
     assert_identical(tmp_path / "A", tmp_path / "B")
 
 
 def test_an_fsdp2_run_whose_processes_see_different_kinds_of_tokens_stops_with_one_line(data, tmp_path):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command = [
-        *launcher,
-        str(ROOT / "train.py"),
-        *run_args(data, tmp_path / "A", 2, "--fsdp", "--dropout", "0", "0", "0"),
-    ]
-    stopped = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    stopped = two_processes(run_args(data, tmp_path / "A", 2, "--fsdp", "--dropout", "0", "0", "0"), succeed=False)
     assert stopped.returncode != 0
     errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
     assert errors and all("--fsdp" in line and "--tokens" in line and "step 1" in line for line in errors)
