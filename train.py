@@ -129,6 +129,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="--stage vae: train only the decoder of --autoencoder, keeping its latents (and Bagels trained on them)",
     )
+    parser.add_argument(
+        "--scale-equivariance",
+        type=flags.non_negative,
+        default=0.0,
+        metavar="WEIGHT",
+        help="--stage vae: also decode the latent shrunk 2x or 4x against the image shrunk alike, at this weight\n"
+        "(smoother latents that a Bagel learns to draw in faster; AutoEncoder.shrunk_reconstruction_mse)",
+    )
     parser.add_argument("--data", default="shapes", help="'shapes' (Shapes World) or a .jsonl file")
     parser.add_argument(
         "--tokenizer", help="a directory whose tokenizer.json to use (default: train one on the data's texts)"
@@ -203,6 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         check_readout_only(parser, args)
     if args.stage != "vae" and args.decoder_only:
         parser.error("--decoder-only: only with --stage vae")
+    if args.stage != "vae" and args.scale_equivariance:
+        parser.error(f"--scale-equivariance {args.scale_equivariance}: only with --stage vae")
     if args.decoder_only and not args.autoencoder:
         parser.error("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
     return args
@@ -341,7 +351,7 @@ def make_optimizer(parameters: list[nn.Parameter], args) -> torch.optim.Optimize
 
 # The flags that fix what a run draws and trains: a resumed run must keep them, or it is not the same run.
 RUN_FLAGS = ("stage", "preset", "arch", "seed", "data", "image_size", "gen_ratio", "tokens", "accum", "dropout")
-RUN_FLAGS += ("decoder_only", "mix", "edit_context", "freeze_vit", "freeze_und", "readout_only")
+RUN_FLAGS += ("decoder_only", "scale_equivariance", "mix", "edit_context", "freeze_vit", "freeze_und", "readout_only")
 
 
 def check_same_run(args) -> None:
@@ -615,7 +625,8 @@ def train_autoencoder(args) -> None:
         set_learning_rate(optimizer, args, step)
         rng = random.Random(generator_seed(args.seed, step, 0))
         images = autoencoder_batch(data, rng, count=16).to(device)
-        mse, kl = autoencoder.training_losses(images, torch.Generator().manual_seed(rng.randrange(2**63)))
+        generator = torch.Generator().manual_seed(rng.randrange(2**63))
+        mse, kl = autoencoder.training_losses(images, generator, args.scale_equivariance)
         (mse + 1e-4 * kl).backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()

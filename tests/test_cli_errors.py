@@ -145,6 +145,8 @@ def test_evaluate_will_not_write_prompts_into_a_file(tmp_path, capsys):
         (["--mix", "vqa=1", "--stage", "lm"], ["--mix", "--stage lm"]),
         (["--edit-context", "vit"], ["--edit-context", "vit", "vae+vit", "vae"]),
         (["--edit-context", "vae", "--data", "own.jsonl"], ["--edit-context", "own.jsonl"]),
+        (["--scale-equivariance", "1"], ["--scale-equivariance", "--stage vae"]),  # an autoencoder's loss
+        (["--stage", "vae", "--scale-equivariance", "-1"], ["--scale-equivariance", "-1"]),
     ],
 )
 def test_train_rejects_bad_settings_before_any_work(flag, facts, tmp_path, capsys):

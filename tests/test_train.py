@@ -438,6 +438,17 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latent_statistics(data,
     assert "--autoencoder" in refusal([*args, "--decoder-only", "--out", str(tmp_path / "none")], capsys)
 
 
+def test_scale_equivariance_trains_another_autoencoder_and_a_resumed_run_keeps_its_weight(data, tmp_path, capsys):
+    args = ["--stage", "vae", "--data", str(data / "data.jsonl"), "--autoencoder", str(data / "ae"), "--lr", "1e-2"]
+    args += ["--checkpoint-every", "1"]
+    train.main([*args, "--max-steps", "1", "--out", str(tmp_path / "plain")])
+    train.main([*args, "--max-steps", "1", "--out", str(tmp_path / "se"), "--scale-equivariance", "1"])
+    plain, se = (load_file(tmp_path / run / "ae.safetensors") for run in ("plain", "se"))
+    assert any(not torch.equal(plain[k], se[k]) for k in plain if k.startswith("encoder."))
+    message = refusal([*args, "--max-steps", "2", "--out", str(tmp_path / "se"), "--resume"], capsys)
+    assert "--scale-equivariance 1.0 -> 0.0" in message
+
+
 def test_an_autoencoder_run_killed_while_writing_a_checkpoint_resumes_exactly(data, tmp_path):
     def stage(out: str, *extra: str) -> list[str]:
         return ["--stage", "vae", "--data", str(data / "data.jsonl"), "--out", str(tmp_path / out), *extra]

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import FIXTURES, TINY, assert_names
 from safetensors.torch import load_file
 
@@ -72,3 +73,28 @@ def test_bad_latent_or_noise_shape_is_rejected(tiny_autoencoder):
     with pytest.raises(ValueError) as error:
         tiny_autoencoder.encode(torch.zeros(1, 3, 64, 48), noise=torch.zeros(1, 16, 4, 4))
     assert_names(error, "noise", (1, 16, 4, 4), (1, 16, 8, 6))  # the noise's shape and the posterior's
+
+
+def test_scale_equivariance_adds_the_weighted_mse_of_the_shrunk_latent_decoded_against_the_shrunk_image():
+    """The loss of `train.py --stage vae --scale-equivariance W`: the reconstruction MSE plus W times the MSE of
+    the posterior sample shrunk 2x or 4x (drawn from the generator), decoded, against the image shrunk alike."""
+    torch.manual_seed(0)
+    config = VAEConfig(ch=32, ch_mult=[1, 2], num_res_blocks=1, downsample=2, z_channels=4)
+    autoencoder = AutoEncoder(config).double()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 2 - 1  # latents of 8x8: 4x4 or 2x2 once shrunk
+
+    def shrink(t, f):
+        return F.interpolate(t, size=(t.shape[-2] // f, t.shape[-1] // f), mode="bilinear", antialias=True)
+
+    factors = set()
+    for seed in range(8):
+        plain_mse, plain_kl = autoencoder.training_losses(x, torch.Generator().manual_seed(seed))
+        mse, kl = autoencoder.training_losses(x, torch.Generator().manual_seed(seed), scale_equivariance=0.5)
+        assert torch.equal(kl, plain_kl)
+        mean, logvar = autoencoder.encoder(x).chunk(2, dim=1)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed))
+        by_factor = {f: plain_mse + 0.5 * F.mse_loss(autoencoder.decoder(shrink(z, f)), shrink(x, f)) for f in (2, 4)}
+        drawn = [f for f, expected in by_factor.items() if torch.equal(mse, expected)]
+        assert len(drawn) == 1, (mse, by_factor)
+        factors.update(drawn)
+    assert factors == {2, 4}  # both factors are drawn
