@@ -213,6 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--decoder-only: only with --stage vae")
     if args.stage != "vae" and args.scale_equivariance:
         parser.error(f"--scale-equivariance {args.scale_equivariance}: only with --stage vae")
+    if args.decoder_only and args.scale_equivariance:
+        parser.error("--scale-equivariance smooths the latents, which --decoder-only keeps: give one or the other")
     if args.decoder_only and not args.autoencoder:
         parser.error("--decoder-only needs --autoencoder DIR: the autoencoder whose decoder to train further")
     return args

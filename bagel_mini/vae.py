@@ -237,8 +237,9 @@ class AutoEncoder(nn.Module):
         two are enough. Scale and shift play no part: they are measured after training. The posterior's
         noise comes from `generator` (a CPU generator), so a seeded run resumes exactly.
 
-        `scale_equivariance` > 0 adds that weight times `shrunk_reconstruction_mse` at a factor of 2 or 4,
-        also drawn from `generator`, to the MSE (not part of FLUX's training; see there).
+        `scale_equivariance` > 0 adds that weight times `shrunk_reconstruction_mse` to the MSE (not part of
+        FLUX's training). Its factor, 2 or 4, comes from `generator` after the noise, so a run without it
+        draws the same noise as before it existed.
         """
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         noise = torch.randn(mean.shape, generator=generator).to(mean.device)
@@ -247,24 +248,23 @@ class AutoEncoder(nn.Module):
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         mse = F.mse_loss(reconstruction, x)
         if scale_equivariance:
-            seed = int(torch.randint(2**31, (1,), generator=generator))
-            mse = mse + scale_equivariance * self.shrunk_reconstruction_mse(z, x, random.Random(seed).choice([2, 4]))
+            factor = random.Random(int(torch.randint(2**31, (1,), generator=generator))).choice([2, 4])
+            mse = mse + scale_equivariance * self.shrunk_reconstruction_mse(z, x, factor)
         return mse, kl
 
     def shrunk_reconstruction_mse(self, z: Tensor, x: Tensor, factor: int) -> Tensor:
-        """Decode the latent z shrunk `factor` times (bilinear) and compare with the image x shrunk alike: scale
-        equivariance (Skorokhodov et al. 2025, "Improving the diffusability of autoencoders").
+        """Decode the latent z shrunk `factor` times (bilinear) and compare with the image x shrunk to the decoded
+        size: scale equivariance (Skorokhodov et al. 2025, "Improving the diffusability of autoencoders").
 
         An autoencoder trained for reconstruction alone puts much of a latent's variation between neighbouring
-        tokens (a toy's 8x8 latents: 39% of their energy at the higher half of spatial frequencies, the image
-        shrunk to 8x8 16%). A latent that must still decode once shrunk is smoother, like the image (20%), and
-        a Bagel learns to draw in it much faster (the toy model's card, rung a, sixth round).
+        tokens (the embedded autoencoder's 8x8 latents of 64-pixel scenes: 39% of their energy at the higher
+        half of spatial frequencies, the scenes shrunk to 8x8 pixels 16%). A latent that must still decode once
+        shrunk is smoother, like the image (20%), and a Bagel learns to draw in it much faster (the toy model's
+        card, rung a, sixth round). A side that `factor` does not divide is rounded down (at least 1).
         """
-
-        def shrink(t: Tensor) -> Tensor:
-            return F.interpolate(t, scale_factor=1 / factor, mode="bilinear", antialias=True)
-
-        return F.mse_loss(self.decoder(shrink(z)), shrink(x))
+        size = (max(1, z.shape[-2] // factor), max(1, z.shape[-1] // factor))
+        decoded = self.decoder(F.interpolate(z, size=size, mode="bilinear", antialias=True))
+        return F.mse_loss(decoded, F.interpolate(x, size=decoded.shape[-2:], mode="bilinear", antialias=True))
 
     def encode_mean(self, x: Tensor) -> Tensor:
         """Like `encode` but deterministic: the scaled posterior mean."""

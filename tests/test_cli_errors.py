@@ -147,6 +147,7 @@ def test_evaluate_will_not_write_prompts_into_a_file(tmp_path, capsys):
         (["--edit-context", "vae", "--data", "own.jsonl"], ["--edit-context", "own.jsonl"]),
         (["--scale-equivariance", "1"], ["--scale-equivariance", "--stage vae"]),  # an autoencoder's loss
         (["--stage", "vae", "--scale-equivariance", "-1"], ["--scale-equivariance", "-1"]),
+        (["--stage", "vae", "--decoder-only", "--scale-equivariance", "1"], ["--scale-equivariance", "--decoder-only"]),
     ],
 )
 def test_train_rejects_bad_settings_before_any_work(flag, facts, tmp_path, capsys):

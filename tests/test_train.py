@@ -439,6 +439,7 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latent_statistics(data,
 
 
 def test_scale_equivariance_trains_another_autoencoder_and_a_resumed_run_keeps_its_weight(data, tmp_path, capsys):
+    """The flag reaches the autoencoder's loss (its arithmetic: test_vae.py) and is one that a resume keeps."""
     args = ["--stage", "vae", "--data", str(data / "data.jsonl"), "--autoencoder", str(data / "ae"), "--lr", "1e-2"]
     args += ["--checkpoint-every", "1"]
     train.main([*args, "--max-steps", "1", "--out", str(tmp_path / "plain")])

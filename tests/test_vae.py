@@ -1,4 +1,5 @@
-"""The autoencoder has the released checkpoint's layout and rejects bad shapes (parity: test_reference.py)."""
+"""The autoencoder has the released checkpoint's layout, rejects bad shapes (parity: test_reference.py) and
+trains with scale equivariance as its docstring says."""
 
 import json
 
@@ -98,3 +99,16 @@ def test_scale_equivariance_adds_the_weighted_mse_of_the_shrunk_latent_decoded_a
         assert len(drawn) == 1, (mse, by_factor)
         factors.update(drawn)
     assert factors == {2, 4}  # both factors are drawn
+
+
+def test_the_shrunk_reconstruction_takes_any_latent_size():
+    """A side the factor does not divide (a 40-pixel image: latents of 20, at 4x 5, decoded to 10 pixels; a
+    2-pixel latent at 4x: 1) is rounded down, the image shrunk to what the decoder gives, with no shape error."""
+    torch.manual_seed(0)
+    autoencoder = AutoEncoder(VAEConfig(ch=32, ch_mult=[1, 2], num_res_blocks=1, downsample=2, z_channels=4))
+    for side in (40, 4):
+        x = torch.rand(1, 3, side, side) * 2 - 1
+        z = torch.randn(1, 4, side // 2, side // 2)
+        decoded = autoencoder.decoder(F.interpolate(z, size=(max(1, side // 8),) * 2, mode="bilinear", antialias=True))
+        expected = F.mse_loss(decoded, F.interpolate(x, size=decoded.shape[-2:], mode="bilinear", antialias=True))
+        assert torch.equal(autoencoder.shrunk_reconstruction_mse(z, x, 4), expected)
