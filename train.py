@@ -627,7 +627,7 @@ def train_autoencoder(args) -> None:
         set_learning_rate(optimizer, args, step)
         rng = random.Random(generator_seed(args.seed, step, 0))
         images = autoencoder_batch(data, rng, count=16).to(device)
-        generator = torch.Generator().manual_seed(rng.randrange(2**63))
+        generator = torch.Generator().manual_seed(rng.randrange(2**63))  # the posterior's noise and the shrink factor
         mse, kl = autoencoder.training_losses(images, generator, args.scale_equivariance)
         (mse + 1e-4 * kl).backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -248,6 +248,7 @@ class AutoEncoder(nn.Module):
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
         mse = F.mse_loss(reconstruction, x)
         if scale_equivariance:
+            # through a Python RNG seeded from `generator`: the draw that made the card's autoencoder
             factor = random.Random(int(torch.randint(2**31, (1,), generator=generator))).choice([2, 4])
             mse = mse + scale_equivariance * self.shrunk_reconstruction_mse(z, x, factor)
         return mse, kl
