@@ -13,15 +13,17 @@ stages (paper Table 3). The toy has no pretrained ViT, so the recipe makes one f
     pretrain   the whole Bagel from scratch with that ViT, kept frozen, on the default mix (generation four
                times as often as understanding), the learning rate decayed to zero over the last 6,000 steps
     finetune   8,000 more steps from pretrain's EMA weights at a third of the rate, half of the tasks questions
-               (BAGEL's last stage, SFT, also trains at a lower rate on more understanding); seed 1, so its
-               data is another stream of scenes, not pretraining's first 8,000 steps again
+               (BAGEL's last stage, SFT, also trains at a lower rate on more understanding) and 0.3 edits
+               (the model card: fewer edits drew better and edited worse); seed 1, so its data is another
+               stream of scenes, not pretraining's first 8,000 steps again
 
 BAGEL takes the FLUX autoencoder as it is, and the recipe takes the toy's from bagel_mini/default_model;
 `--autoencoder-too` makes it first, as it was made: `vae` (the autoencoder), then its decoder alone twice
-(`decoder`, `decoder2`: sharper images from the same latents). BAGEL's other stages (`train.py --stage lm`,
-`align`, `continue`, `sft`) are not in the recipe: the one run with them, at 16-pixel latent tokens, scored
-lower, and they are untried with this model (the model card). OUT/model is then the last stage's checkpoint,
-what default_model holds.
+(`decoder`, `decoder2`: sharper images from the same latents), then the whole of it again with scale
+equivariance (`smooth`: smoother latents, which a Bagel learns to draw in more easily). BAGEL's other stages
+(`train.py --stage lm`, `align`, `continue`, `sft`) are not in the recipe: the one run with them, at 16-pixel
+latent tokens, scored lower, and they are untried with this model (the model card). OUT/model is then the last
+stage's checkpoint, what default_model holds.
 `--quick` runs two steps of each stage (to check that the recipe runs).
 """
 
@@ -39,12 +41,14 @@ TRAIN = Path(__file__).parents[1] / "train.py"
 
 # (stage, train.py flags, optimiser steps): what made the embedded model. {stage} reads OUT/<stage>/last.
 DECODER = ["--stage", "vae", "--decoder-only", "--lr", "5e-4", "--warmup", "50"]  # keeps the encoder, so the latents
+SMOOTH = ["--stage", "vae", "--scale-equivariance", "1", "--lr", "5e-4", "--warmup", "50"]  # encoder and decoder
 AUTOENCODER = [
     ("vae", ["--stage", "vae", "--lr", "2e-3", "--warmup", "50"], 800),
     ("decoder", [*DECODER, "--autoencoder", "{vae}"], 600),
     ("decoder2", [*DECODER, "--autoencoder", "{decoder}"], 1500),
+    ("smooth", [*SMOOTH, "--autoencoder", "{decoder2}"], 800),
 ]
-FINETUNE_MIX = "vqa=0.5,text_to_image=0.3,edit=0.15,reasoning=0.05"  # BAGEL's SFT leans to understanding too
+FINETUNE_MIX = "vqa=0.5,text_to_image=0.15,edit=0.3,reasoning=0.05"  # BAGEL's SFT leans to understanding too
 FINETUNE_RATE = ["--lr", "3e-4", "--warmup", "100", "--cooldown", "3000"]  # a third of pretraining's rate
 BAGEL = [
     ("vit", ["--stage", "vit", "--lr", "1e-3", "--warmup", "50"], 9000),
@@ -60,7 +64,7 @@ def stages(autoencoder_too: bool) -> list[tuple[str, list[str], int]]:
     (and fine-tuning too: --init takes pretraining's)."""
     if not autoencoder_too:
         return BAGEL
-    through = ["--autoencoder", "{decoder2}"]
+    through = ["--autoencoder", "{smooth}"]
     return AUTOENCODER + [
         (name, [*flags, *through] if name == "pretrain" else flags, steps) for name, flags, steps in BAGEL
     ]

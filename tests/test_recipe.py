@@ -18,9 +18,9 @@ def tensors(path, prefix):
     return {name: tensor for name, tensor in load_file(path).items() if name.startswith(prefix)}
 
 
-def assert_equal(first: dict, second: dict) -> None:
+def same(first: dict, second: dict) -> bool:
     assert first and first.keys() == second.keys()
-    assert all(torch.equal(first[name], second[name]) for name in first)
+    return all(torch.equal(first[name], second[name]) for name in first)
 
 
 def test_the_recipe_runs_every_stage_and_a_second_call_skips_them(tmp_path, capsys):
@@ -30,7 +30,7 @@ def test_the_recipe_runs_every_stage_and_a_second_call_skips_them(tmp_path, caps
     last, model = tmp_path / "finetune" / "last", tmp_path / "model"
     # pretraining took the ViT stage's ViT and kept it (--vit, --freeze-vit), and so did fine-tuning
     for stage in (pretrain, last):
-        assert_equal(tensors(stage / "ema.safetensors", "vit_model."), tensors(vit / "ema.safetensors", "vit_model."))
+        assert same(tensors(stage / "ema.safetensors", "vit_model."), tensors(vit / "ema.safetensors", "vit_model."))
     assert state(tmp_path / "finetune")["args"]["init"] == str(pretrain)  # it goes on from pretraining's weights
     assert (model / "ema.safetensors").read_bytes() == (last / "ema.safetensors").read_bytes()
     # without --autoencoder-too every stage draws through the embedded autoencoder
@@ -49,10 +49,14 @@ def test_the_recipe_runs_every_stage_and_a_second_call_skips_them(tmp_path, caps
 
 def test_the_recipe_can_make_its_autoencoder_first(tmp_path):
     main(["--out", str(tmp_path), "--quick", "--autoencoder-too"])
-    assert [state(tmp_path / name)["step"] for name, _, _ in AUTOENCODER + BAGEL] == [2] * 6
+    assert [state(tmp_path / name)["step"] for name, _, _ in AUTOENCODER + BAGEL] == [2] * 7
     assert state(tmp_path / "decoder2")["args"]["autoencoder"] == str(tmp_path / "decoder" / "last")
-    first, made = tmp_path / "vae" / "last" / "ae.safetensors", tmp_path / "decoder2" / "last" / "ae.safetensors"
-    assert_equal(tensors(made, "encoder."), tensors(first, "encoder."))  # the decoder stages keep the latents
+    first, sharper = tmp_path / "vae" / "last" / "ae.safetensors", tmp_path / "decoder2" / "last" / "ae.safetensors"
+    assert same(tensors(sharper, "encoder."), tensors(first, "encoder."))  # the decoder stages keep the latents
+    smooth = state(tmp_path / "smooth")["args"]
+    assert smooth["autoencoder"] == str(tmp_path / "decoder2" / "last") and smooth["scale_equivariance"] == 1
+    made = tmp_path / "smooth" / "last" / "ae.safetensors"
+    assert not same(tensors(made, "encoder."), tensors(sharper, "encoder."))  # the last stage moves the latents
     assert made.read_bytes() != (DEFAULT_MODEL / "ae.safetensors").read_bytes()
     for stage in ("pretrain", "finetune"):
         assert (tmp_path / stage / "last" / "ae.safetensors").read_bytes() == made.read_bytes()

@@ -43,9 +43,9 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # second set of weights in every layer for the generation expert (Mixture of Transformers, tutorial 02), a
 # small SigLIP encoder (a vision transformer, ViT, that turns image patches into tokens) for images it
 # must understand, and a small FLUX-style autoencoder (VAE: it compresses an image into a small grid of
-# latents and back) for images it must draw. It was trained for under two hours on a 2-core CPU and is
+# latents and back) for images it must draw. It was trained for under three hours on a 2-core CPU and is
 # weak (its model card, `bagel_mini/default_model/README.md`: it names colours and shapes and reads counts
-# and backgrounds, but draws the asked shape for only about half of single-object prompts). We use it so
+# and backgrounds, but draws the asked shape for only about three in five single-object prompts). We use it so
 # that the losses below are those of a model that has seen Shapes World, not of random weights.
 
 # %%
@@ -234,14 +234,14 @@ print(f"per-token CE {tuple(out['ce'].shape)}, per-value MSE {tuple(out['mse'].s
 # What does the CE measure? At each CE row the model gives a distribution over the next token. Below, the
 # target and the model's most likely token, with its cross-entropy: given the true answer so far
 # ("teacher forcing"), it is sure of "reen" after "g" and of the end of the answer, and it reads the
-# cross's colour from the picture: "g" is its first guess too (CE 0.01).
+# cross's colour from the picture: "g" is its first guess too (CE 0.03).
 #
 # The velocity loss is shown as an image: from the noised latent `x_t` and the predicted velocity `v`, one
 # Euler step straight to t = 0 (`flow.euler_step`) gives the model's guess of the clean latent, which the
 # autoencoder decodes. Most of the target can be copied from the source image in the context, and the
-# guess does keep the layout, the background and the circle and triangle; the toy autoencoder softens the
+# guess does keep the layout, the background, the circle and the triangle; the toy autoencoder softens the
 # shapes (a cross loses its corners). The model even makes the edit in this one step, the blue cross
-# purple and the red one left red; the MSE map is brightest at the purple cross and in the top corners.
+# purple (a blue tip left), but it tints the red cross purple too, and the MSE map is brightest there.
 # Sampling an image (tutorial 04) takes many small steps instead of one.
 
 # %%

@@ -255,12 +255,13 @@ fig.savefig(FIGURES / "04_latent_noising.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# At `t = 0` we see the toy autoencoder's reconstruction, already a little blurry (the cross comes
-# back with rounded arms). Notice how long the picture survives: at `t = 0.5` both shapes are still plain,
-# and only towards `t = 1` does the noise win. The layout of an image is decided at high noise, and
-# the steps at small `t` only sharpen it. This is what the shift is for: it moves training and
-# sampling steps to where the decisions are made, and the more pixels an image has, the more of it
-# survives a given `t`, so larger images want a larger shift.
+# At `t = 0` we see the toy autoencoder's reconstruction, already a little blurry (the cross comes back
+# with rounded arms). Notice how long the picture survives: at `t = 0.5` both shapes are still plain
+# among specks, and only towards `t = 1` does the noise win (decoded, pure noise is a scatter of small
+# coloured blobs: the decoder makes Shapes World's colours out of any latent). The layout of an image is
+# decided at high noise, and the steps at small `t` only sharpen it. This is what the shift is for: it
+# moves training and sampling steps to where the decisions are made, and the more pixels an image has,
+# the more of it survives a given `t`, so larger images want a larger shift.
 #
 # ## The model's own Euler trajectory
 #
@@ -272,7 +273,7 @@ fig
 # Two rows are worth seeing: the decoded `x_t` itself, and the model's current guess of the clean
 # image, `x_t - t v` (follow the straight line to `t = 0` with the velocity predicted now). It draws
 # from the same seed-0 noise as the `t = 1` panel above. The toy model gets a prompt's shapes right only
-# now and then (here it draws two joined blobs, blue and green, neither a square nor a cross), so judge
+# now and then (here two joined blue blobs with a green edge, neither a square nor a cross), so judge
 # the process, not the picture.
 
 # %%

@@ -288,7 +288,7 @@ fig
 # Now real images. For text to image there are two branches: the prompt, and the empty context. Each
 # row below is one prompt and one seed (the same starting noise in every column); only the text scale
 # changes. A word of honesty first: the embedded toy model is tiny and undertrained (its model
-# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.28, the asked shape for about half of
+# card, `bagel_mini/default_model/README.md`: MiniGenEval 0.31, the asked shape for about three in five
 # single-object prompts). It has learned the palette, the backgrounds and some shapes, hardly counts or
 # positions. What guidance does is visible anyway, in the colours and in how many objects appear.
 
@@ -320,22 +320,21 @@ fig.savefig(FIGURES / "07_guidance_grid.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# Scale 1 is the conditional model alone: the right colours only in part and extra objects, two blue
-# blobs for "a blue square", blue, purple and red blobs for "two purple circles", a purple, an orange and
-# a red object for "a red circle", a blue triangle and a red blob for "a green triangle". As the scale
-# grows, the pictures move towards the prompt: from 4 on "a green triangle" is one green triangle and "a
-# blue square" one blue square with a purple corner; "a red circle" loses its orange object at 8 and is
-# one red circle from then on. "Two purple circles" gets the colour, not the count: purple blobs beside a
-# blue one at 4, one purple circle beside a purple and blue blob run together at 8 and 16. Beyond 4 (the official
-# default) the pictures change less (renorm caps the velocity's length, so a larger scale only turns its
-# direction further). Guidance amplifies what the model has learned (colours, some shapes); it cannot
-# add what it has not (counting two).
+# Scale 1 is the conditional model alone: the right colours only in part and extra objects, two joined
+# blue blobs for "a blue square", one orange blob for "two purple circles", a purple and an orange circle
+# for "a red circle", a green triangle above a red blob for "a green triangle". As the scale grows, the
+# pictures move towards the prompt: from 2 on "a blue square" is one blue square, from 4 on "a green
+# triangle" one green triangle and "a red circle" one red circle. "Two purple circles" gets the colour
+# before the count: a purple circle beside the orange one at 4, two purple circles at 8, three at 16.
+# Beyond 4 (the official default) the pictures change less (renorm caps the velocity's length, so a larger
+# scale only turns its direction further). Guidance amplifies what the model has learned (colours,
+# shapes); it cannot add what it has not learned well (counting, here one object too many at 16).
 #
 # ## 5. Text and image guidance in an edit
 #
 # An edit has all three branches. Text guidance pushes towards what the instruction asks for; image
 # guidance pushes towards the input picture. Here the instruction asks for another background colour.
-# The toy model cannot really edit (MiniEdit 0.165): it redraws the input as a blurry copy and mixes
+# The toy model cannot really edit (MiniEdit 0.145): it redraws the input as a blurry copy and mixes
 # up colours, but the background is something it does react to. We run the same grid with two renorm
 # types: `text_channel`, which the official editing examples use, and `global`, the default.
 
@@ -366,13 +365,13 @@ fig
 
 # %% [markdown]
 # Text guidance does the visible work: from a text scale of 4 the grey background turns beige (at image
-# scale 1, already at text scale 1). Both
-# objects keep their place and colour, though the red diamond comes back as a rounded cross, the shape
-# of its neighbour. Image guidance should keep everything else like the input; on this toy model it
-# changes little, and with `text_channel` a large image scale (3) tints the diamond orange at text
-# scales 4 and 8, where `global` keeps it red. That is the difference between the two renorms:
-# `text_channel` shortens the velocity after the text guidance only, so the image guidance added on
-# top is never shortened, while `global` rescales the final velocity and stays calm.
+# scale 3, already at text scale 1). Both objects keep their place and colour, though the red diamond
+# comes back as a rounded cross, the shape of its neighbour. Image guidance should keep everything else
+# like the input; on this toy model it changes little, and with `text_channel` a large image scale (3)
+# at text scale 8 washes the background to white and tints the diamond orange, where `global` keeps the
+# picture calm. That is the difference between the two renorms: `text_channel` shortens the velocity
+# after the text guidance only, so the image guidance added on top is never shortened, while `global`
+# rescales the final velocity and stays calm.
 #
 # ## 6. What renorm and the interval do during sampling
 #

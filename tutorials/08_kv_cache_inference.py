@@ -43,9 +43,9 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 # start and end of image).
 #
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained for
-# under two hours on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.92 on
-# MiniVQA, where answering from the question alone scores 0.42, draws the asked shape for about half of
-# single-object prompts and blobs for most others, and passes one edit in six. Its outputs below show
+# under three hours on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.92 on
+# MiniVQA, where answering from the question alone scores 0.42, draws the asked shape for about three in
+# five single-object prompts and blobs for many others, and passes one edit in six. Its outputs below show
 # what each mode does, not what BAGEL can do.
 
 # %%
@@ -135,7 +135,7 @@ for kind in kinds:
 
 # %% [markdown]
 # All five short answers are right (the colour, the background, the diamond, the count and the shape),
-# and the description gets the background and two of the four objects right. The model card's evaluation
+# and the description gets the background and three of the four objects right. The model card's evaluation
 # of this model (MiniVQA 0.92 on 200 questions, against 0.42 for answers given without looking at the
 # image) finds it reading backgrounds, counts, colours, shapes and whether a scene holds an object, and
 # weak on relations; a handful of questions, as here, is a noisy sample of that.
@@ -283,11 +283,11 @@ fig.savefig(FIGURES / "08_interleaved.png", dpi=120, bbox_inches="tight")
 fig
 
 # %% [markdown]
-# Reading the rows: the colour answer is right; the drawing has the prompt's colour but is one slanted
-# blob with a purple end, not a square, and the description that follows ("a blue square and a purple
-# square") reads that end as a second object; the edit did turn the background beige and kept both
-# objects in place and colour, though the diamond came back as a rounded cross; the planned "yellow
-# circle" comes out as one yellow rounded square.
+# Reading the rows: the colour answer is right; the drawing is one blue square, as asked, but the
+# description that follows ("a blue square and a red triangle on a grey background") adds a red triangle
+# that is not there; the edit did turn the background beige and kept both objects in place and colour,
+# though the diamond came back as a rounded cross; the planned "yellow circle" comes out as one yellow
+# circle.
 # The machinery is the released model's; the weak outputs are the toy model's.
 #
 # ## 8. What the cache saves
