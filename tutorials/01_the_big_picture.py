@@ -43,7 +43,7 @@ torch.set_num_threads(1)  # toy-sized tensors gain little from a second thread; 
 # second set of weights in every layer for the generation expert (Mixture of Transformers, tutorial 02), a
 # small SigLIP encoder (a vision transformer, ViT, that turns image patches into tokens) for images it
 # must understand, and a small FLUX-style autoencoder (VAE: it compresses an image into a small grid of
-# latents and back) for images it must draw. It was trained for under three hours on a 2-core CPU and is
+# latents and back) for images it must draw. It was trained for about three hours on a 2-core CPU and is
 # weak (its model card, `bagel_mini/default_model/README.md`: it names colours and shapes and reads counts
 # and backgrounds, but draws the asked shape for only about three in five single-object prompts). We use it so
 # that the losses below are those of a model that has seen Shapes World, not of random weights.

@@ -212,7 +212,7 @@ fig
 #
 # BAGEL runs this flow in the latent space of its frozen autoencoder, not on pixels. We load the
 # embedded toy model (`bagel_mini.DEFAULT_MODEL`: a small MoT model with its own small autoencoder,
-# trained for under two hours on a CPU, and weak; see its model card) and encode a Shapes World image. The
+# trained for about three hours on a CPU, and weak; see its model card) and encode a Shapes World image. The
 # latent is cut into patches (`images.patchify`): 2x2 in the released model, one 64-number token per 16x16
 # pixels; 1x1 in the toy, one 16-number token per 8x8 pixels, so that a toy object spans several tokens.
 # These are the rows that `add_noise` works on. We noise them to several `t` and decode each `x_t` to see what

@@ -43,7 +43,7 @@ SETTINGS = ImageSettings(num_timesteps=5 if FAST else 50)  # otherwise the offic
 # start and end of image).
 #
 # A word of warning before any output: this model is tiny (hidden size 128, 4 layers) and was trained for
-# under three hours on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.92 on
+# about three hours on a CPU (its model card, `bagel_mini/default_model/README.md`). It scores 0.92 on
 # MiniVQA, where answering from the question alone scores 0.42, draws the asked shape for about three in
 # five single-object prompts and blobs for many others, and passes one edit in six. Its outputs below show
 # what each mode does, not what BAGEL can do.
