@@ -203,16 +203,18 @@ fig
 #    time, and 30 of 60 when run on to 4,600 steps (the model card's ladder). The toy preset now uses
 #    8-pixel tokens: the default recipe with them scored MiniGenEval 0.047 -> 0.19, single objects 0.10 ->
 #    0.45, MiniEdit 0.01 -> 0.125, but its ViT, trained from scratch, still named shapes at about chance.
-# 9. **A ViT taught first, then frozen?** The embedded model's pretraining is the answer to item 5: a ViT
+# 9. **A ViT taught first, then frozen?** The recipe's pretraining is the answer to item 5: a ViT
 #    pretrained by `train.py --stage vit` (11 minutes), kept frozen (`--freeze-vit`) through one and a half
-#    times the steps. After that stage it names shapes and colours (0.97 and 0.86 on those questions, MiniVQA 0.805) and
-#    draws better (MiniGenEval 0.25). 8,000 more steps, half of them questions, at a third of the rate
-#    (`python -m bagel_mini.recipe`'s last stage) take MiniVQA to 0.92 and MiniGenEval to 0.28.
+#    times the steps. After that stage the model names shapes and colours (0.97 and 0.86 on those
+#    questions, MiniVQA 0.805) and draws better (MiniGenEval 0.25). 8,000 more steps, half of them
+#    questions, at a third of the rate (`python -m bagel_mini.recipe`'s last stage) take MiniVQA to 0.92
+#    and MiniGenEval to 0.28.
 # 10. **A latent easier to draw in?** An autoencoder trained to reconstruct alone puts much of its latent's
 #    energy at high spatial frequencies, which a diffusion model draws last and worst. Fine-tuned with
 #    scale equivariance (`train.py --stage vae --scale-equivariance 1`: the latent shrunk 2x or 4x must
 #    decode to the image shrunk alike), it keeps half as much there, and the same recipe in its latent
-#    draws single objects right 0.61 of the time, colours 0.75 (MiniGenEval 0.31): the embedded model.
+#    draws single objects right 0.61 of the time, colours 0.75 (MiniGenEval 0.31, with twice the edits
+#    in its last stage): the embedded model.
 #    What holds it back now is drawing detail, and editing.
 #
 # ## Train further
